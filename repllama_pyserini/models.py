@@ -1,0 +1,134 @@
+"""Loading decoder checkpoints the RepLLaMA / RankLLaMA way: a base model plus an optional LoRA adapter, merged.
+
+``model_name_or_path`` may be a full model or an adapter (local dir or hub id); an adapter's
+``adapter_config.json`` names its base, which is resolved automatically (or overridden with ``base_model``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+
+from .io import InputError
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: Optional[str] = None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: Optional[str], device: torch.device) -> torch.dtype:
+    """``auto``: fp32 on CPU (bf16 matmul is emulated and slow there), bf16 on GPUs that have it, else fp16."""
+    if dtype in (None, "", "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}")
+    return DTYPES[dtype]
+
+
+def resolve_attn_implementation(requested: Optional[str], device: torch.device, dtype: torch.dtype) -> str:
+    """flash_attention_2 when flash-attn is installed, on CUDA, in fp16/bf16; SDPA otherwise."""
+    if requested:
+        return requested
+    if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+        try:
+            import flash_attn  # noqa: F401
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def _adapter_config(name: str) -> Optional[dict]:
+    """The adapter config of a local dir or hub repo, or None when ``name`` is not a peft adapter."""
+    if os.path.isdir(name):
+        path = os.path.join(name, "adapter_config.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    if os.path.sep in name and name.startswith((".", os.path.sep)):
+        raise InputError(f"model directory not found: {name}")
+    try:
+        from huggingface_hub import hf_hub_download
+        with open(hf_hub_download(name, "adapter_config.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except Exception:  # not an adapter repo, or offline without it cached: treat as a full model
+        return None
+
+
+@dataclass
+class ResolvedModel:
+    base: str
+    adapter: Optional[str]
+
+
+def resolve_model(model_name_or_path: str, base_model: Optional[str] = None) -> ResolvedModel:
+    """Split ``model_name_or_path`` into (base checkpoint, LoRA adapter or None)."""
+    cfg = _adapter_config(model_name_or_path)
+    if cfg is None:
+        return ResolvedModel(base=base_model or model_name_or_path, adapter=None)
+    base = base_model or cfg.get("base_model_name_or_path")
+    if not base:
+        raise InputError(f"adapter {model_name_or_path} does not name its base model; pass the base explicitly")
+    if os.path.sep in base and base.startswith((".", os.path.sep)) and not os.path.isdir(base):
+        raise InputError(f"base model {base} of adapter {model_name_or_path} not found; pass the base explicitly")
+    return ResolvedModel(base=base, adapter=model_name_or_path)
+
+
+def load_tokenizer(name: str, padding_side: str = "right"):
+    """A tokenizer with a pad token (unk, else eos, when it has none) and the given padding side."""
+    from transformers import AutoTokenizer
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+    except OSError as e:
+        raise InputError(f"cannot load tokenizer {name}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_model(model_name_or_path: str, kind: str = "encoder", base_model: Optional[str] = None,
+               dtype: Optional[str] = None, device: Optional[str] = None,
+               attn_implementation: Optional[str] = None, merge: bool = True,
+               pad_token_id: Optional[int] = None) -> Tuple[torch.nn.Module, ResolvedModel]:
+    """Load base (+ merged LoRA) for ``kind`` in {'encoder', 'reranker', 'causal'}; eval mode, on ``device``."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+    resolved = resolve_model(model_name_or_path, base_model)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    kwargs = dict(dtype=torch_dtype, attn_implementation=resolve_attn_implementation(attn_implementation, dev, torch_dtype))
+    if kind == "encoder":
+        cls = AutoModel
+    elif kind == "reranker":
+        cls = AutoModelForSequenceClassification
+        kwargs["num_labels"] = 1
+    elif kind == "causal":
+        cls = AutoModelForCausalLM
+    else:
+        raise ValueError(f"unknown model kind {kind!r}")
+    try:
+        model = cls.from_pretrained(resolved.base, **kwargs)
+    except OSError as e:
+        raise InputError(f"cannot load base model {resolved.base}: {str(e).splitlines()[0]}") from None
+    if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = pad_token_id
+    if resolved.adapter:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, resolved.adapter)
+        if merge:
+            model = model.merge_and_unload()
+    model.to(dev).eval()
+    return model, resolved
