@@ -157,11 +157,14 @@ def read_qrels(path: str) -> Qrels:
             else:
                 raise InputError(f"{path}:{lineno}: expected 'qid Q0 docid rel'")
             try:
-                qrels[qid][docid] = int(float(rel))
+                value = float(rel)
             except ValueError:
                 if lineno == 1 and len(parts) == 3:  # BEIR header "query-id corpus-id score"
                     continue
                 raise InputError(f"{path}:{lineno}: relevance {rel!r} is not a number") from None
+            if value != int(value):
+                raise InputError(f"{path}:{lineno}: relevance {rel!r} is not an integer")
+            qrels[qid][docid] = int(value)
     if not qrels:
         raise InputError(f"no judgments in {path}")
     return dict(qrels)
@@ -178,15 +181,20 @@ def read_run(path: str) -> Run:
             if len(parts) != 6:
                 raise InputError(f"{path}:{lineno}: expected 'qid Q0 docid rank score tag', got {len(parts)} fields")
             try:
-                run[parts[0]][parts[2]] = float(parts[4])
+                score = float(parts[4])
             except ValueError:
                 raise InputError(f"{path}:{lineno}: score {parts[4]!r} is not a number") from None
+            if score != score or score in (float("inf"), float("-inf")):
+                raise InputError(f"{path}:{lineno}: score {parts[4]!r} is not finite")
+            if parts[2] in run[parts[0]]:
+                raise InputError(f"{path}:{lineno}: document {parts[2]!r} listed twice for query {parts[0]!r}")
+            run[parts[0]][parts[2]] = score
     return dict(run)
 
 
 def sorted_hits(scores: Dict[str, float]) -> List[Tuple[str, float]]:
-    """Score descending, ties broken by docid (deterministic, as trec_eval would order them)."""
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    """Score descending, ties broken by docid descending: the order trec_eval scores a run in."""
+    return sorted(scores.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
 
 
 @contextlib.contextmanager

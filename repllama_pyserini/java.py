@@ -136,6 +136,10 @@ def configure() -> Optional[JavaHome]:
         return None
     java = find_java()
     os.environ["JAVA_HOME"] = java.home
+    # Pyserini also runs `java` from PATH (e.g. pyserini.eval.trec_eval): make it this one
+    bin_dir = os.path.join(java.home, "bin")
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     if not java.has_vector:  # Pyserini added --add-modules=jdk.incubator.vector when it set the classpath
         jnius_config.options[:] = [o for o in jnius_config.options if VECTOR_MODULE not in o]
     _configured = java
