@@ -1,0 +1,378 @@
+"""Regressions, Anserini style: one YAML per regression in ``docs/regressions/``, a checker that runs it.
+
+    python -m repllama_pyserini.regressions --regression beir-v1.0.0-scifact.bm25-flat
+    python -m repllama_pyserini.regressions --all --only-cpu [--skip-slow]
+    python -m repllama_pyserini.regressions --regression NAME --dry-run      # print the exact commands
+    python -m repllama_pyserini.regressions --all --generate-docs-only       # regenerate docs/regressions/*.md
+
+Each YAML fully specifies a pipeline (see ``docs/regressions/README.md`` for the schema): the stages are the
+toolkit's own commands with ``${...}`` variables (``${data}``, ``${work}``, ``${python}``, ``${stage.NAME}`` = a
+stage's output, ``${env:VAR}``, plus the YAML's ``variables``). Stages whose output exists and is complete are
+skipped (every toolkit command writes atomically). Scores are compared at 4 decimals as Pyserini's 2CR does:
+exact = OK, within the tolerance (default 0.0005) = OKish, otherwise FAIL; ``unverified: true`` scores are
+reported, never failed. Exit status is non-zero on any FAIL.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import yaml
+
+from .data import REPO_ROOT, data_dir
+from .io import InputError, atomic_write, read_qrels, read_run, run_cli
+
+REGRESSION_DIR = os.path.join(REPO_ROOT, "docs", "regressions")
+DEFAULT_TOLERANCE = 0.0005
+REQUIREMENTS = {"gpu", "hub", "msmarco-passage-collection", "msmarco-doc-collection", "beir-corpora"}
+
+
+@dataclass
+class Metric:
+    name: str
+    trec_eval: str
+    expected: Optional[float]
+    source: str
+    tolerance: float = DEFAULT_TOLERANCE
+    tolerance_reason: str = ""
+    unverified: bool = False
+
+
+@dataclass
+class Evaluation:
+    label: str
+    run: str
+    metrics: List[Metric]
+
+
+@dataclass
+class Stage:
+    name: str
+    command: str
+    output: str
+    complete_marker: Optional[str] = None  # a file inside a directory output that says it is complete
+
+
+@dataclass
+class Regression:
+    name: str
+    description: str
+    path: str
+    collection: str
+    topics: str
+    qrels: str
+    stages: List[Stage]
+    evaluations: List[Evaluation]
+    cpu: bool = True
+    slow: bool = False
+    requires: List[str] = field(default_factory=list)
+    models: Dict[str, str] = field(default_factory=dict)
+    variables: Dict[str, str] = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+
+def _need(d: dict, key: str, where: str, path: str, types=(str,)):
+    if not isinstance(d, dict) or key not in d or d[key] in (None, ""):
+        raise InputError(f"{path}: field '{where}{key}' is missing")
+    if not isinstance(d[key], types):
+        names = "/".join(t.__name__ for t in types)
+        raise InputError(f"{path}: field '{where}{key}' must be {names}, got {type(d[key]).__name__}")
+    return d[key]
+
+
+def load_regression(path: str) -> Regression:
+    """Parse and validate one regression YAML; a bad one raises InputError naming the field."""
+    if not os.path.isfile(path):
+        raise InputError(f"regression YAML not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            y = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(y, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    for key in ("name", "description", "collection", "topics", "qrels"):
+        _need(y, key, "", path)
+    stages = []
+    for i, s in enumerate(_need(y, "stages", "", path, (list,))):
+        w = f"stages[{i}]."
+        stages.append(Stage(_need(s, "name", w, path), _need(s, "command", w, path), _need(s, "output", w, path),
+                            s.get("complete_marker")))
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise InputError(f"{path}: field 'stages' has duplicate stage names")
+    evaluations = []
+    for i, e in enumerate(_need(y, "evaluations", "", path, (list,))):
+        w = f"evaluations[{i}]."
+        metrics = []
+        for j, m in enumerate(_need(e, "metrics", w, path, (list,))):
+            mw = f"{w}metrics[{j}]."
+            unverified = bool(m.get("unverified", False)) if isinstance(m, dict) else False
+            expected = m.get("expected") if isinstance(m, dict) else None
+            if expected is None and not unverified:
+                raise InputError(f"{path}: field '{mw}expected' is missing (or mark the metric 'unverified: true')")
+            if expected is not None and not isinstance(expected, (int, float)):
+                raise InputError(f"{path}: field '{mw}expected' must be a number")
+            tol = m.get("tolerance", DEFAULT_TOLERANCE)
+            if tol != DEFAULT_TOLERANCE and not m.get("tolerance_reason"):
+                raise InputError(f"{path}: field '{mw}tolerance_reason' is missing (a tolerance override needs a reason)")
+            metrics.append(Metric(_need(m, "name", mw, path), _need(m, "trec_eval", mw, path),
+                                  None if expected is None else float(expected), _need(m, "source", mw, path),
+                                  float(tol), m.get("tolerance_reason", ""), unverified))
+        evaluations.append(Evaluation(e.get("label", f"run {i}"), _need(e, "run", w, path), metrics))
+    requires = y.get("requires", []) or []
+    unknown = [r for r in requires if r not in REQUIREMENTS]
+    if unknown:
+        raise InputError(f"{path}: field 'requires' has unknown entries {unknown}; known: {sorted(REQUIREMENTS)}")
+    return Regression(name=y["name"], description=y["description"], path=path, collection=y["collection"],
+                      topics=y["topics"], qrels=y["qrels"], stages=stages, evaluations=evaluations,
+                      cpu=bool(y.get("cpu", True)), slow=bool(y.get("slow", False)), requires=list(requires),
+                      models=dict(y.get("models") or {}), variables=dict(y.get("variables") or {}), raw=y)
+
+
+def all_regressions(directory: str = REGRESSION_DIR) -> List[Regression]:
+    return [load_regression(p) for p in sorted(glob.glob(os.path.join(directory, "*.yaml")))]
+
+
+def find_regression(name_or_path: str, directory: str = REGRESSION_DIR) -> Regression:
+    if os.path.isfile(name_or_path):
+        return load_regression(name_or_path)
+    path = os.path.join(directory, f"{name_or_path}.yaml")
+    if not os.path.isfile(path):
+        known = ", ".join(os.path.basename(p)[:-5] for p in sorted(glob.glob(os.path.join(directory, "*.yaml"))))
+        raise InputError(f"no regression named {name_or_path!r}; known: {known}")
+    return load_regression(path)
+
+
+class Context:
+    """Variable substitution for one regression."""
+
+    _VAR = re.compile(r"\$\{([^}]+)\}")
+
+    def __init__(self, reg: Regression, data: Optional[str], work: Optional[str]):
+        self.reg = reg
+        self.values = {"data": data_dir(data), "python": sys.executable, "repo": REPO_ROOT,
+                       "work": os.path.abspath(os.path.join(work or os.path.join(REPO_ROOT, "runs", "regressions"),
+                                                            reg.name))}
+        self.values.update({k: str(v) for k, v in reg.variables.items()})
+        self.values["topics"] = self.sub(reg.topics)
+        self.values["qrels"] = self.sub(reg.qrels)
+        for s in reg.stages:
+            self.values[f"stage.{s.name}"] = self.sub(s.output)
+
+    def sub(self, text: str) -> str:
+        def repl(m):
+            key = m.group(1)
+            if key.startswith("env:"):
+                var = key[4:]
+                if not os.environ.get(var):
+                    raise InputError(f"{self.reg.path}: needs environment variable {var} (see the YAML's description)")
+                return os.environ[var]
+            if key not in self.values:
+                raise InputError(f"{self.reg.path}: unknown variable ${{{key}}}")
+            return self.sub(self.values[key]) if "${" in self.values[key] else self.values[key]
+        return self._VAR.sub(repl, str(text))
+
+
+def stage_complete(stage: Stage, output: str) -> bool:
+    if stage.complete_marker:
+        return os.path.isfile(os.path.join(output, stage.complete_marker))
+    return os.path.isfile(output) and os.path.getsize(output) > 0
+
+
+def stage_commands(reg: Regression, ctx: Context) -> List[List[str]]:
+    return [shlex.split(ctx.sub(s.command)) for s in reg.stages]
+
+
+def run_stages(reg: Regression, ctx: Context, dry_run: bool = False) -> None:
+    os.makedirs(ctx.values["work"], exist_ok=True)
+    for stage, cmd in zip(reg.stages, stage_commands(reg, ctx)):
+        output = ctx.sub(stage.output)
+        printable = " ".join(shlex.quote(c) for c in cmd)
+        if dry_run:
+            print(printable)
+            continue
+        if stage_complete(stage, output):
+            print(f"[{reg.name}] {stage.name}: complete, skipped ({output})", file=sys.stderr)
+            continue
+        print(f"[{reg.name}] {stage.name}: {printable}", file=sys.stderr)
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=REPO_ROOT)
+        if proc.returncode != 0:
+            raise InputError(f"[{reg.name}] stage {stage.name!r} failed (exit {proc.returncode}): {printable}")
+        if not stage_complete(stage, output):
+            raise InputError(f"[{reg.name}] stage {stage.name!r} finished but its output {output} is not complete")
+        print(f"[{reg.name}] {stage.name}: done in {time.time() - t0:.0f}s", file=sys.stderr)
+
+
+def status(got: float, metric: Metric) -> str:
+    if metric.expected is None:
+        return "UNVERIFIED"
+    diff = abs(round(got, 4) - metric.expected)
+    if diff < 1e-9:
+        verdict = "OK"
+    elif diff <= metric.tolerance + 1e-9:
+        verdict = "OKish"
+    else:
+        verdict = "FAIL"
+    return f"{verdict} (unverified)" if metric.unverified and verdict != "OK" else verdict
+
+
+def trec_eval_metric(options: str):
+    """``'-c -l 2 -M 100 -m recall.1000'`` -> an :class:`repllama_pyserini.eval.Metric` (``-c`` semantics always)."""
+    from .eval import Metric as EvalMetric
+    from .eval import default_name
+    toks, rel_level, max_docs, measure = shlex.split(options), None, None, None
+    i = 0
+    while i < len(toks):
+        t = toks[i]
+        if t == "-c":
+            i += 1
+        elif t in ("-l", "-M", "-m") and i + 1 < len(toks):
+            if t == "-l":
+                rel_level = int(toks[i + 1])
+            elif t == "-M":
+                max_docs = int(toks[i + 1])
+            else:
+                measure = toks[i + 1]
+            i += 2
+        else:
+            raise InputError(f"unsupported trec_eval option {t!r} in {options!r} (use -c, -l N, -M N, -m measure[.k])")
+    if "-c" not in toks:
+        raise InputError(f"trec_eval options {options!r} must include -c (queries without results count as zero)")
+    if measure is None:
+        raise InputError(f"trec_eval options {options!r} name no measure (-m)")
+    name, _, k = measure.partition(".")
+    m = EvalMetric(name, int(k) if k else None, rel_level, max_docs)
+    return EvalMetric(m.measure, m.cutoff, m.rel_level, m.max_docs, default_name(m))
+
+
+def evaluate_regression(reg: Regression, ctx: Context) -> List[dict]:
+    from .eval import evaluate
+    qrels = read_qrels(ctx.values["qrels"])
+    rows = []
+    for ev in reg.evaluations:
+        run = read_run(ctx.sub(ev.run))
+        for m in ev.metrics:
+            got = evaluate(run, qrels, metrics=[trec_eval_metric(m.trec_eval)])
+            got = next(iter(got.values()))
+            rows.append({"evaluation": ev.label, "metric": m.name, "trec_eval": m.trec_eval, "expected": m.expected,
+                         "got": round(got, 4), "status": status(got, m), "source": m.source})
+    return rows
+
+
+def format_rows(reg: Regression, rows: List[dict]) -> str:
+    out = [f"{reg.name}", f"{'run':<34} {'metric':<9} {'expected':>8} {'got':>8}  status"]
+    for r in rows:
+        exp = "-" if r["expected"] is None else f"{r['expected']:.4f}"
+        out.append(f"{r['evaluation'][:34]:<34} {r['metric']:<9} {exp:>8} {r['got']:>8.4f}  {r['status']}")
+    return "\n".join(out)
+
+
+def generate_doc(reg: Regression, ctx: Context) -> str:
+    """The markdown page for one regression (generated from its YAML, like Anserini's regression docs)."""
+    lines = [f"# Regression: {reg.name}", "", "_Generated from "
+             f"`docs/regressions/{os.path.basename(reg.path)}` by `python -m repllama_pyserini.regressions "
+             "--generate-docs-only`; do not edit by hand._", "", reg.description.strip(), "",
+             f"- collection: `{reg.collection}`", f"- topics: `{reg.topics}`", f"- qrels: `{reg.qrels}`",
+             f"- runs on CPU in CI: {'yes' if reg.cpu and not reg.slow else 'no'}"
+             + (f" (requires: {', '.join(reg.requires)})" if reg.requires else "")]
+    if reg.models:
+        lines.append("- models: " + ", ".join(f"{k}: `{v}`" for k, v in reg.models.items()))
+    for k in ("first_stage", "rerank_depth", "index"):
+        if k in reg.raw:
+            lines.append(f"- {k.replace('_', ' ')}: `{reg.raw[k]}`")
+    lines += ["", "## Commands", "", "```bash"]
+    for stage in reg.stages:
+        lines.append(f"# {stage.name}")
+        lines.append(stage.command.strip())
+    lines += ["```", "", "## Expected scores", "",
+              "| run | metric | trec_eval | expected | tolerance | source |", "|---|---|---|---|---|---|"]
+    for ev in reg.evaluations:
+        for m in ev.metrics:
+            exp = "unverified" if m.expected is None else f"{m.expected:.4f}" + (" (unverified)" if m.unverified else "")
+            tol = f"{m.tolerance:g}" + (f" ({m.tolerance_reason})" if m.tolerance_reason else "")
+            lines.append(f"| {ev.label} | {m.name} | `{m.trec_eval}` | {exp} | {tol} | {m.source} |")
+    lines += ["", "Check it: `python -m repllama_pyserini.regressions --regression " + reg.name + "`", ""]
+    return "\n".join(lines)
+
+
+def write_doc(reg: Regression, ctx: Context) -> str:
+    path = os.path.splitext(reg.path)[0] + ".md"
+    with atomic_write(path) as f:
+        f.write(generate_doc(reg, ctx))
+    return path
+
+
+def _runnable_here(reg: Regression) -> Optional[str]:
+    """Why ``reg`` cannot run on this machine, or None."""
+    if "gpu" in reg.requires:
+        import torch
+        if not torch.cuda.is_available():
+            return "needs a GPU"
+    return None
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m repllama_pyserini.regressions", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--regression", help="a name in docs/regressions/ or a YAML path")
+    which.add_argument("--all", action="store_true")
+    p.add_argument("--only-cpu", action="store_true", help="only regressions marked cpu: true")
+    p.add_argument("--skip-slow", action="store_true", help="leave out regressions marked slow: true")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--generate-docs-only", action="store_true")
+    p.add_argument("--data", default=None)
+    p.add_argument("--work", default=None, help="where outputs go (default: runs/regressions/<name>)")
+    p.add_argument("--directory", default=REGRESSION_DIR, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    regs = all_regressions(args.directory) if args.all else [find_regression(args.regression, args.directory)]
+    if args.only_cpu:
+        regs = [r for r in regs if r.cpu]
+    if args.skip_slow:
+        regs = [r for r in regs if not r.slow]
+    failed, summary = [], []
+    for reg in regs:
+        ctx = Context(reg, args.data, args.work)
+        if args.generate_docs_only:
+            print(f"wrote {write_doc(reg, ctx)}")
+            continue
+        if args.dry_run:
+            print(f"# {reg.name}")
+            run_stages(reg, ctx, dry_run=True)
+            continue
+        why = _runnable_here(reg)
+        if why:
+            print(f"[{reg.name}] skipped: {why}", file=sys.stderr)
+            summary.append((reg.name, "SKIPPED: " + why))
+            continue
+        run_stages(reg, ctx)
+        rows = evaluate_regression(reg, ctx)
+        print(format_rows(reg, rows))
+        with atomic_write(os.path.join(ctx.values["work"], "results.json")) as f:
+            json.dump(rows, f, indent=1)
+        bad = [r for r in rows if r["status"].startswith("FAIL")]
+        failed += [reg.name] if bad else []
+        summary.append((reg.name, "FAIL" if bad else "OK"))
+    if len(summary) > 1:
+        print("\nsummary:")
+        for name, s in summary:
+            print(f"  {name}: {s}")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_cli(main)
