@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# README command (1): install everything (idempotent), then run the main pipeline on real data and print metrics.
-#   bash run_scripts/demo.sh [--data DIR] [--dataset scifact|/path/to/beir/folder]
+# README command (1): install everything (idempotent), then run the multi-stage pipeline on real data and print
+# metrics tables (see repllama_pyserini/demo.py).
+#   bash run_scripts/demo.sh [--data DIR] [--dataset scifact|/path/to/beir/folder] [--encoder E] [--reranker R]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-exec "$PY" -m repllama_pyserini.bm25 beir --work "${REPLLAMA_PYSERINI_WORK:-$ROOT/runs}" "${ARGS[@]+"${ARGS[@]}"}"
+exec "$PY" -m repllama_pyserini.demo --work "${REPLLAMA_PYSERINI_WORK:-$ROOT/runs/demo}" "${ARGS[@]+"${ARGS[@]}"}"

@@ -1,0 +1,56 @@
+"""The README demo: the multi-stage pipeline on real data.
+
+1. a BEIR dataset (default SciFact): Pyserini BM25 (+ RepLLaMA dense / hybrid / RankLLaMA rerank when
+   ``--encoder`` / ``--reranker`` are given), evaluated next to Pyserini's published 2CR BM25 numbers;
+2. TREC DL19 / DL20 passage, when the published first-stage runs are in the data dir: BM25 and RepLLaMA-7B runs
+   (castorini/rank_llm) fused with RRF through ``pyserini.fusion``, and reranked with ``--reranker`` if given.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .data import REPO_ROOT, data_dir, topics_and_qrels
+from .io import run_cli
+from .pipeline import main as pipeline
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m repllama_pyserini.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="scifact", help="BEIR name (under --data) or a BEIR folder")
+    p.add_argument("--data", default=None)
+    p.add_argument("--encoder", help="RepLLaMA encoder (preset, hub id or dir): adds dense + hybrid first stages")
+    p.add_argument("--reranker", help="RankLLaMA reranker (preset, hub id or dir): adds a rerank stage")
+    p.add_argument("--work", default=os.path.join(REPO_ROOT, "runs", "demo"))
+    args = p.parse_args(argv)
+    data = data_dir(args.data)
+    extra = (["--reranker", args.reranker] if args.reranker else [])
+    stages = ["bm25"] + (["dense", "hybrid"] if args.encoder else [])
+    name = os.path.basename(os.path.normpath(args.dataset))
+    pipeline(["--dataset", args.dataset, "--data", data, "--first-stage", *stages, "--work",
+              os.path.join(args.work, name)] + (["--encoder", args.encoder] if args.encoder else []) + extra)
+    if args.dataset == "scifact" or os.path.isdir(os.path.join(data, "pyserini-2cr")):
+        from .twocr import beir_scores
+        try:
+            print(f"Pyserini 2CR bm25-flat (published): {beir_scores('bm25-flat', name, data)}")
+        except Exception:
+            pass
+    cands = os.path.join(data, "msmarco-passage", "rank_llm_candidates")
+    for dl, topics_name in (("dl19", "dl19-passage"), ("dl20", "dl20-passage")):
+        bm25 = os.path.join(cands, f"trec_results_BM25_{dl}.txt")
+        rep = os.path.join(cands, f"retrieve_results_REP_LLAMA_{dl}.json.gz")
+        if not (os.path.isfile(bm25) and os.path.isfile(rep)):
+            continue
+        topics, qrels = topics_and_qrels(topics_name, data)
+        dl_extra = []
+        if args.reranker:
+            collection = os.path.join(data, "msmarco-passage", "collection.dl19-dl20-candidates.tsv.gz")
+            dl_extra = ["--reranker", args.reranker, "--rerank-input", "repllama-7b", "--corpus", collection]
+        pipeline(["--name", f"{dl}-passage", "--topics", topics, "--qrels", qrels, "--run", f"bm25={bm25}",
+                  "--run", f"repllama-7b={rep}", "--fuse", "bm25", "repllama-7b", "--work",
+                  os.path.join(args.work, f"{dl}-passage")] + dl_extra)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,191 @@
+"""Multi-stage retrieval in one command: first stage (BM25, RepLLaMA, hybrid) -> RankLLaMA rerank -> evaluation.
+
+    # a BEIR dataset (name found under --data, or a BEIR folder path)
+    python -m repllama_pyserini.pipeline --dataset scifact --first-stage bm25 dense hybrid \\
+        --encoder castorini/repllama-v1-7b-lora-passage-beir --reranker castorini/rankllama-v1-7b-lora-passage
+
+    # any collection: corpus + topics + qrels, plus existing runs (TREC files or rank_llm candidate JSON)
+    python -m repllama_pyserini.pipeline --name dl19 --topics topics.dl19-passage.txt --qrels qrels.dl19-passage.txt \\
+        --run bm25=trec_results_BM25_dl19.txt --run repllama-7b=retrieve_results_REP_LLAMA_dl19.json.gz \\
+        --fuse bm25 repllama-7b
+
+Every stage is one toolkit (or Pyserini) command writing one output under ``--work``; a rerun skips stages
+whose outputs are complete. ``--dry-run`` prints the commands. At the end the runs are evaluated side by side
+(``repllama_pyserini.eval``; presets follow Pyserini's 2CR conventions for the collection).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List, Optional
+
+from .bm25 import INDEX_DONE
+from .io import InputError, atomic_write, read_qrels, read_topics, run_cli
+from .stages import Step, run_steps
+
+FIRST_STAGES = ("bm25", "dense", "hybrid")
+DENSE_DONE = "repllama-index.json"
+
+
+def _py(module: str, *args: str) -> List[str]:
+    return [sys.executable, "-m", module, *[str(a) for a in args]]
+
+
+def _write_topics(topics: Dict[str, str], path: str) -> str:
+    """Plain ``qid<TAB>text`` (what Pyserini's CLIs read), judged topics only."""
+    if not os.path.isfile(path):
+        with atomic_write(path) as f:
+            for qid, text in topics.items():
+                f.write(f"{qid}\t{' '.join(text.split())}\n")
+    return path
+
+
+def _as_trec(name: str, path: str, work: str) -> str:
+    """Existing runs enter as TREC files; rank_llm candidate JSON is converted once."""
+    if not os.path.isfile(path):
+        raise InputError(f"run {name}: file not found: {path}")
+    if not path.endswith((".json", ".json.gz")):
+        return path
+    from .corpus_lookup import write_candidates_as_trec
+    out = os.path.join(work, f"run.{name}.trec")
+    if not os.path.isfile(out):
+        write_candidates_as_trec(path, out, tag=name)
+    return out
+
+
+def build_steps(args, topics_file: str, corpus: Optional[str], runs: Dict[str, str]) -> List[Step]:
+    """The stages to run; ``runs`` (name -> TREC path) is filled with every run the stages will produce."""
+    w, steps = args.work, []
+    rm = ["--remove-query"] if args.remove_query else []
+    stages = list(args.first_stage or [])
+    if ("dense" in stages or "hybrid" in stages) and not args.encoder:
+        raise InputError("--first-stage dense/hybrid needs --encoder (a RepLLaMA preset, hub id or directory)")
+    if stages and not corpus:
+        raise InputError("--first-stage needs a corpus (--dataset or --corpus)")
+    if "bm25" in stages or "hybrid" in stages:
+        index = os.path.join(w, "index.lucene")
+        steps.append(Step("bm25-index", _py("repllama_pyserini.bm25", "index", "--corpus", corpus, "--index", index,
+                                            "--threads", args.threads), index, INDEX_DONE))
+        runs["bm25"] = os.path.join(w, "run.bm25.trec")
+        steps.append(Step("bm25", _py("repllama_pyserini.bm25", "search", "--index", index, "--topics", topics_file,
+                                      "--output", runs["bm25"], "--hits", args.hits, "--threads", args.threads,
+                                      *rm), runs["bm25"]))
+    if "dense" in stages or "hybrid" in stages:
+        index = os.path.join(w, "index.faiss")
+        enc = ["--encoder", args.encoder] + (["--max-docs", args.max_docs] if args.max_docs else [])
+        steps.append(Step("dense-index", _py("repllama_pyserini.encode", "--corpus", corpus, "--output", index,
+                                             "--batch-size", args.batch_size, *enc), index, DENSE_DONE))
+        runs["dense"] = os.path.join(w, "run.dense.trec")
+        steps.append(Step("dense", _py("pyserini.search.faiss", "--encoder-class", "repllama", "--encoder",
+                                       args.encoder, "--index", index, "--topics", topics_file, "--output",
+                                       runs["dense"], "--hits", args.hits, "--batch-size", args.batch_size,
+                                       "--threads", args.threads, *rm), runs["dense"]))
+    fuse = args.fuse or (["bm25", "dense"] if "hybrid" in stages else [])
+    if fuse:
+        missing = [n for n in fuse if n not in runs]
+        if missing:
+            raise InputError(f"--fuse names unknown runs {missing}; known: {sorted(runs)}")
+        name = "hybrid" if "hybrid" not in runs else "hybrid2"
+        runs[name] = os.path.join(w, f"run.{name}.trec")
+        alpha = ["--alpha", args.alpha] if args.alpha is not None else []
+        steps.append(Step(name, _py("repllama_pyserini.fusion", "--runs", *[runs[n] for n in fuse], "--method",
+                                    args.fusion, *alpha, "--depth", args.hits, "--hits", args.hits, "--output",
+                                    runs[name]), runs[name]))
+    if args.reranker:
+        source = args.rerank_input or next(n for n in ("hybrid", "dense", "bm25", *runs) if n in runs)
+        if source not in runs:
+            raise InputError(f"--rerank-input {source!r} is not a run of this pipeline; known: {sorted(runs)}")
+        if not corpus:
+            raise InputError("--reranker needs the documents' text: --dataset or --corpus")
+        runs["rerank"] = os.path.join(w, f"run.rerank.{source}.trec")
+        extra = ["--depth", args.depth] if args.depth else []
+        extra += ["--batch-size", args.batch_size] + (["--max-length", args.max_length] if args.max_length else [])
+        steps.append(Step("rerank", _py("repllama_pyserini.rerank", "--model", args.reranker, "--run", runs[source],
+                                        "--topics", topics_file, "--corpus", corpus, "--output", runs["rerank"],
+                                        *extra), runs["rerank"]))
+    return steps
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m repllama_pyserini.pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("collection: --dataset, or --corpus/--topics/--qrels")
+    src.add_argument("--dataset", help="a BEIR dataset name (under --data) or a BEIR folder")
+    src.add_argument("--data", default=None, help="data dir (default: $REPLLAMA_PYSERINI_DATA or ../shared/ir-data)")
+    src.add_argument("--corpus", help="corpus (BEIR folder, JSONL(.gz), JsonCollection, MS MARCO TSV)")
+    src.add_argument("--topics")
+    src.add_argument("--qrels")
+    src.add_argument("--name", help="label of this collection (default: dataset name)")
+    src.add_argument("--run", action="append", default=[], metavar="NAME=PATH",
+                     help="an existing first-stage run (TREC or rank_llm JSON), repeatable")
+    p.add_argument("--first-stage", nargs="*", choices=FIRST_STAGES, default=None,
+                   help="first stages to compute (default: bm25 for a --dataset, none otherwise)")
+    p.add_argument("--encoder", help="RepLLaMA encoder: preset name, hub id or directory")
+    p.add_argument("--reranker", help="RankLLaMA reranker: preset name, hub id or directory")
+    p.add_argument("--rerank-input", help="which run to rerank (default: hybrid, else dense, else bm25)")
+    p.add_argument("--fuse", nargs="+", help="runs to fuse into 'hybrid' (default with --first-stage hybrid: bm25 dense)")
+    p.add_argument("--fusion", default="rrf", choices=("rrf", "interpolation", "hybrid", "average"))
+    p.add_argument("--alpha", type=float, default=None)
+    p.add_argument("--hits", type=int, default=1000)
+    p.add_argument("--depth", type=int, default=None, help="rerank depth (default: the reranker preset's)")
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-docs", type=int, default=None, help="encode only the first N docs (smoke tests)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--remove-query", action=argparse.BooleanOptionalAction, default=None,
+                   help="drop hits whose docid is the query id (default: on for BEIR, as Pyserini's 2CR)")
+    p.add_argument("--preset", default=None, help="evaluation preset (default: inferred from the qrels)")
+    p.add_argument("--work", default=None, help="outputs (default: runs/pipeline/NAME)")
+    p.add_argument("--json", default=None, help="also write the metrics table as JSON")
+    p.add_argument("--dry-run", action="store_true")
+    args = p.parse_args(argv)
+
+    from .data import REPO_ROOT, beir_dataset
+    from .eval import evaluate, format_table, infer_preset
+    corpus, topics_path, qrels_path = args.corpus, args.topics, args.qrels
+    preset = args.preset
+    if args.dataset:
+        ds = beir_dataset(args.dataset, args.data)
+        corpus, topics_path, qrels_path = corpus or ds.corpus, topics_path or ds.topics_path, qrels_path or ds.qrels
+        name = args.name or ds.name
+        preset = preset or "beir"
+        topics = ds.topics() if not args.topics else read_topics(args.topics)
+        args.remove_query = True if args.remove_query is None else args.remove_query
+        args.first_stage = ["bm25"] if args.first_stage is None else args.first_stage
+    else:
+        if not (topics_path and qrels_path):
+            raise InputError("give --dataset, or --topics and --qrels (and --corpus to compute first stages)")
+        name = args.name or os.path.splitext(os.path.basename(qrels_path))[0]
+        topics = read_topics(topics_path)
+    qrels = read_qrels(qrels_path)
+    missing = [q for q in qrels if q not in topics]
+    if missing:
+        raise InputError(f"{len(missing)} judged topics (e.g. {missing[0]!r}) are absent from {topics_path}")
+    topics = {q: t for q, t in topics.items() if q in qrels}
+    args.work = os.path.abspath(args.work or os.path.join(REPO_ROOT, "runs", "pipeline", name))
+    os.makedirs(args.work, exist_ok=True)
+    topics_file = _write_topics(topics, os.path.join(args.work, "topics.tsv"))
+
+    runs: Dict[str, str] = {}
+    for spec in args.run:
+        rname, sep, path = spec.partition("=")
+        if not sep or not rname:
+            raise InputError(f"--run expects NAME=PATH, got {spec!r}")
+        runs[rname] = _as_trec(rname, path, args.work)
+    steps = build_steps(args, topics_file, corpus, runs)
+    run_steps(steps, name, dry_run=args.dry_run)
+    if args.dry_run:
+        return
+    preset = preset or infer_preset(qrels_path)
+    rows = {rname: evaluate(path, qrels, preset=preset) for rname, path in runs.items()}
+    print(f"\n{name}: {len(topics)} judged topics, preset {preset or '(default metrics)'}")
+    print(format_table(rows))
+    if args.json:
+        with atomic_write(args.json) as f:
+            json.dump({"collection": name, "preset": preset, "runs": runs, "metrics": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    run_cli(main)
