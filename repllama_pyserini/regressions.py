@@ -7,7 +7,7 @@
 
 Each YAML fully specifies a pipeline (see ``docs/regressions/README.md`` for the schema): the stages are the
 toolkit's own commands with ``${...}`` variables (``${data}``, ``${work}``, ``${python}``, ``${stage.NAME}`` = a
-stage's output, ``${env:VAR}``, plus the YAML's ``variables``). Stages whose output exists and is complete are
+stage's output, ``${shared}`` = a folder shared by regressions (e.g. one corpus index), ``${env:VAR}``, plus the YAML's ``variables``). Stages whose output exists and is complete are
 skipped (every toolkit command writes atomically). Scores are compared at 4 decimals as Pyserini's 2CR does:
 exact = OK, within the tolerance (default 0.0005) = OKish, otherwise FAIL; ``unverified: true`` scores are
 reported, never failed. Exit status is non-zero on any FAIL.
@@ -157,11 +157,12 @@ class Context:
 
     _VAR = re.compile(r"\$\{([^}]+)\}")
 
-    def __init__(self, reg: Regression, data: Optional[str], work: Optional[str]):
-        self.reg = reg
+    def __init__(self, reg: Regression, data: Optional[str], work: Optional[str], strict: bool = True):
+        self.reg, self.strict = reg, strict
         self.values = {"data": data_dir(data), "python": sys.executable, "repo": REPO_ROOT,
                        "work": os.path.abspath(os.path.join(work or os.path.join(REPO_ROOT, "runs", "regressions"),
                                                             reg.name))}
+        self.values["shared"] = os.path.join(os.path.dirname(self.values["work"]), "_shared")  # outputs several share
         self.values.update({k: str(v) for k, v in reg.variables.items()})
         self.values["topics"] = self.sub(reg.topics)
         self.values["qrels"] = self.sub(reg.qrels)
@@ -174,6 +175,8 @@ class Context:
             if key.startswith("env:"):
                 var = key[4:]
                 if not os.environ.get(var):
+                    if not self.strict:  # --dry-run: show the variable
+                        return f"${var}"
                     raise InputError(f"{self.reg.path}: needs environment variable {var} (see the YAML's description)")
                 return os.environ[var]
             if key not in self.values:
@@ -291,12 +294,19 @@ def write_doc(reg: Regression, ctx: Context) -> str:
     return path
 
 
+REQUIREMENT_ENV = {"msmarco-passage-collection": "MSMARCO_PASSAGE_CORPUS", "msmarco-doc-collection": "MSMARCO_DOC_CORPUS",
+                   "beir-corpora": "BEIR_ROOT"}
+
+
 def _runnable_here(reg: Regression) -> Optional[str]:
-    """Why ``reg`` cannot run on this machine, or None."""
+    """Why ``reg`` cannot run on this machine, or None (``hub``: checkpoints load from the hub or its cache)."""
     if "gpu" in reg.requires:
         import torch
         if not torch.cuda.is_available():
             return "needs a GPU"
+    for req, var in REQUIREMENT_ENV.items():
+        if req in reg.requires and not os.environ.get(var):
+            return f"needs {req} (set ${var})"
     return None
 
 
@@ -322,7 +332,7 @@ def main(argv=None) -> None:
         regs = [r for r in regs if not r.slow]
     failed, summary = [], []
     for reg in regs:
-        ctx = Context(reg, args.data, args.work)
+        ctx = Context(reg, args.data, args.work, strict=not (args.dry_run or args.generate_docs_only))
         if args.generate_docs_only:
             print(f"wrote {write_doc(reg, ctx)}")
             continue
