@@ -2,7 +2,8 @@
 
 * before ``jnius`` is imported (Pyserini starts its JVM then): pick a Java >= 21 (:mod:`repllama_pyserini.java`);
 * after ``pyserini.encode`` is imported: register the RepLLaMA encoders in Pyserini's class maps and in the
-  ``--encoder-class`` choices of Pyserini's CLIs (:mod:`repllama_pyserini.pyserini_plugin`).
+  ``--encoder-class`` choices of Pyserini's CLIs (:mod:`repllama_pyserini.pyserini_plugin`);
+* after Pyserini's Faiss searcher is imported: check index / query-encoder dimensions with a clear error.
 
 Kept tiny: it runs in every Python process of the environment and imports nothing heavy.
 """
@@ -10,7 +11,9 @@ import importlib.abc
 import importlib.machinery
 import sys
 
-_AFTER = {"pyserini.encode": ("repllama_pyserini.pyserini_plugin", "register")}
+_AFTER = {"pyserini.encode": ("repllama_pyserini.pyserini_plugin", "register"),
+          # a clear error when a query encoder's dimension differs from the index's
+          "pyserini.search.faiss._searcher": ("repllama_pyserini.encoder", "install_faiss_dimension_check")}
 
 
 class _Loader(importlib.abc.Loader):
@@ -37,7 +40,7 @@ class _Hook(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "jnius":
             from . import java
-            java.install_excepthook()
+            java.install_excepthook()  # our errors inside Pyserini's CLIs: one line, no traceback
             java.configure()
             return None
         if name in _AFTER:

@@ -147,16 +147,22 @@ def configure() -> Optional[JavaHome]:
 
 
 def install_excepthook() -> None:
-    """Show a :class:`JavaNotFoundError` as its one-line message instead of a traceback."""
+    """Show our user-facing errors (:class:`JavaNotFoundError`, ``io.InputError``) as one line instead of a
+    traceback, also inside Pyserini's own CLIs."""
+    if getattr(sys.excepthook, "_repllama", False):
+        return
     previous = sys.excepthook
+    from .io import InputError
+    ours = (JavaNotFoundError, InputError)
 
     def hook(exc_type, exc, tb):
-        if issubclass(exc_type, JavaNotFoundError) or isinstance(exc.__context__, JavaNotFoundError):
-            err = exc if isinstance(exc, JavaNotFoundError) else exc.__context__
+        err = exc if isinstance(exc, ours) else exc.__context__ if isinstance(exc.__context__, ours) else None
+        if err is not None:
             print(f"error: {err}", file=sys.stderr)
         else:
             previous(exc_type, exc, tb)
 
+    hook._repllama = True
     sys.excepthook = hook
 
 
