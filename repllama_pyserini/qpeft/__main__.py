@@ -1,0 +1,365 @@
+"""Q-PEFT / UPR command line.
+
+    # train a module (Tevatron JSONL or DPR JSON; BM25 negatives mined with Pyserini when the file has none)
+    python -m repllama_pyserini.qpeft train --model LLM --variant R --train train.jsonl[.gz] \\
+        --corpus CORPUS [--bm25-index DIR] [--qrels QRELS] --output runs/qpeft-r [--max-minutes 10] [--resume]
+
+    # rerank a TREC run / rank_llm candidates (the RankLLaMA CLI's inputs; resumable per query)
+    python -m repllama_pyserini.qpeft rerank --model LLM --prompt upr --run RUN --topics T --corpus C --output OUT
+    python -m repllama_pyserini.qpeft rerank --module runs/qpeft-r --candidates retrieve_results_BM25_dl19.json.gz \\
+        --output run.qpeft-r.trec [--depth 100]
+    # several modules in one pass (document prefixes shared): --module A B --output outA outB
+
+    # rerank DPR retriever results (JSON out, HR@k / Recall@k before and after)
+    python -m repllama_pyserini.qpeft rerank-dpr --module runs/qpeft-r --input nq-test.json --output out.json
+
+    # evaluate (nDCG@10 etc. with qrels restricted to the run's queries when asked; HR@k, Recall@k)
+    python -m repllama_pyserini.qpeft eval --run RUN [RUN ...] --qrels QRELS [--only-run-queries | --queries-of RUN]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from typing import Dict, List, Optional
+
+from ..io import InputError, atomic_write, read_qrels, read_run, read_topics, require_file, run_cli, sorted_hits, write_run
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _model_args(p) -> None:
+    p.add_argument("--model", help="frozen causal LM (dir or hub id; a LoRA adapter is merged into its base)")
+    p.add_argument("--base-model", help="base of a LoRA adapter (default: the adapter's config)")
+    p.add_argument("--tokenizer", help="default: the model's")
+    p.add_argument("--dtype", default=None, help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")
+    p.add_argument("--device", default=None)
+    p.add_argument("--max-doc-tokens", type=int, default=None, help="document tokens kept (default 256)")
+    p.add_argument("--max-query-tokens", type=int, default=None, help="query tokens kept (default 64)")
+    p.add_argument("--batch-size", type=int, default=16, help="documents per forward pass")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _set_threads(args) -> None:
+    if getattr(args, "threads", None):
+        import torch
+        torch.set_num_threads(args.threads)
+
+
+# ----------------------------------------------------------------------------------------------------- train
+def cmd_train(args) -> None:
+    from ..models import load_model, load_tokenizer
+    from .data import add_bm25_negatives, read_examples, split_dev
+    from .train import TrainConfig, train
+    _set_threads(args)
+    if not args.model and not args.resume:
+        raise InputError("pass --model")
+    examples = read_examples(args.train)
+    if args.max_train_queries and len(examples) > args.max_train_queries:
+        examples = random.Random(args.seed).sample(examples, args.max_train_queries)
+    if args.dev:
+        train_ex, dev_ex = examples, read_examples(args.dev)
+    else:
+        train_ex, dev_ex = split_dev(examples, args.dev_fraction, args.seed, args.max_dev)
+    if args.max_dev is not None:
+        dev_ex = dev_ex[:args.max_dev]
+    missing = [e for e in train_ex + dev_ex if not e.negatives]
+    if missing:
+        if not args.corpus:
+            raise InputError(f"{len(missing)} examples have no hard negatives: pass --corpus (and optionally "
+                             f"--bm25-index) to mine BM25 negatives")
+        qrels = read_qrels(args.qrels) if args.qrels else None
+        n = add_bm25_negatives(missing, args.corpus, args.bm25_index, depth=args.negatives_depth,
+                               n=args.negatives, qrels=qrels, seed=args.seed)
+        _log(f"mined BM25 negatives for {n}/{len(missing)} examples")
+    cfg = TrainConfig(variant=args.variant, k=args.k, max_pairs=args.max_pairs, num_heads=args.heads,
+                      dropout=args.dropout, max_doc_tokens=args.max_doc_tokens or 256,
+                      max_query_tokens=args.max_query_tokens or 64, batch_size=args.train_batch_size, lr=args.lr,
+                      weight_decay=args.weight_decay, margin=args.margin, in_batch=args.in_batch,
+                      hard_negative_pool=args.negatives, epochs=args.epochs, max_steps=args.max_steps,
+                      max_minutes=args.max_minutes, eval_every=args.eval_every, patience=args.patience,
+                      dev_negatives=args.dev_negatives, seed=args.seed, early_stopping=args.early_stopping,
+                      gradient_checkpointing=args.gradient_checkpointing)
+    model = args.model
+    if not model:
+        with open(os.path.join(args.output, "checkpoint", "qpeft_config.json"), encoding="utf-8") as f:
+            model = json.load(f)["base_model"]
+    tok = load_tokenizer(args.tokenizer or model)
+    lm, _ = load_model(model, kind="causal", base_model=args.base_model, dtype=args.dtype, device=args.device,
+                       attn_implementation="sdpa", pad_token_id=tok.pad_token_id)
+    _log(f"training Q-PEFT-{cfg.variant} on {len(train_ex)} queries (dev {len(dev_ex)}) with {model}")
+    summary = train(lm, tok, train_ex, dev_ex, args.output, cfg, resume=args.resume, base_model=model)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+
+
+# ---------------------------------------------------------------------------------------------------- rerank
+def _sample_qids(qids: List[str], n: Optional[int], seed: int) -> List[str]:
+    if not n or n >= len(qids):
+        return qids
+    return sorted(random.Random(seed).sample(sorted(qids), n))
+
+
+def _reranker(args, modules):
+    from .rerank import QPeftReranker
+    return QPeftReranker.from_pretrained(args.model, module=modules or None, prompt=args.prompt,
+                                         tokenizer=args.tokenizer, base_model=args.base_model, dtype=args.dtype,
+                                         device=args.device, max_doc_tokens=args.max_doc_tokens,
+                                         max_query_tokens=args.max_query_tokens, depth=args.depth,
+                                         batch_size=args.batch_size, padding_side=args.padding_side)
+
+
+def cmd_rerank(args) -> None:
+    from ..corpus_lookup import load_docs, read_rank_llm_candidates
+    from ..rerank import Checkpoint
+    _set_threads(args)
+    modules = args.module or []
+    outputs = args.output
+    if len(outputs) != max(1, len(modules)):
+        raise InputError(f"give one --output per --module ({len(modules)} modules, {len(outputs)} outputs)")
+    if args.candidates:
+        if args.run or args.corpus:
+            raise InputError("--candidates carries run and text: do not pass --run/--corpus with it")
+        topics, run, docs, _ = read_rank_llm_candidates(args.candidates)
+        if args.topics:
+            topics = read_topics(args.topics)
+    else:
+        if not (args.run and args.topics and args.corpus):
+            raise InputError("pass --run, --topics and --corpus (or --candidates)")
+        require_file(args.corpus, "corpus")
+        topics, run, docs = read_topics(args.topics), read_run(args.run), None
+        if not run:
+            raise InputError(f"empty run: {args.run}")
+    keep = _sample_qids([q for q in run if q in topics], args.sample_queries, args.seed)
+    run = {q: run[q] for q in keep}
+    topics = {q: topics[q] for q in keep}
+    if docs is None:
+        needed = {d for s in run.values() for d, _ in sorted_hits(s)[:args.depth]}
+        _log(f"loading {len(needed)} candidate documents from {args.corpus}")
+        docs = load_docs(args.corpus, needed, progress=False)
+    reranker = _reranker(args, modules)
+    t0 = time.perf_counter()
+    inputs = {"run": os.path.abspath(args.candidates or args.run), "queries": keep}
+    if len(reranker.modules) == 1:
+        ckpt = args.checkpoint or outputs[0] + ".ckpt.jsonl"
+        if args.restart and os.path.exists(ckpt):
+            os.unlink(ckpt)
+        out, stats = reranker.rerank_run(topics, run, docs, depth=args.depth, on_missing=args.on_missing,
+                                         checkpoint=ckpt, checkpoint_config=inputs, progress=not args.no_progress)
+        write_run(out, outputs[0], tag=args.tag or reranker.name)
+        Checkpoint(ckpt, {}).remove()
+        _log(f"wrote {outputs[0]}: {stats.summary()}")
+    else:
+        runs = rerank_run_multi(reranker, topics, run, docs, args.depth, outputs, inputs, args.restart,
+                                progress=not args.no_progress)
+        for path, r in zip(outputs, runs):
+            write_run(r, path, tag=args.tag or os.path.basename(path))
+            Checkpoint(path + ".ckpt.jsonl", {}).remove()
+            _log(f"wrote {path}")
+    seconds = time.perf_counter() - t0
+    pairs = sum(min(args.depth, len(s)) for s in run.values())
+    _log(f"reranked {len(run)} queries, {pairs} candidates x {len(reranker.modules)} scorer(s) in {seconds:.1f} s")
+
+
+def rerank_run_multi(reranker, topics, run, docs, depth, outputs, inputs, restart=False, progress=True):
+    """Like ``Reranker.rerank_run`` for several modules at once (one output run each, one resumable checkpoint
+    each); documents absent from ``docs`` are dropped."""
+    from tqdm import tqdm
+    from ..rerank import Checkpoint
+    ckpts, done = [], []
+    for m, path in enumerate(outputs):
+        fp = dict(reranker.fingerprint(), modules=[reranker.fingerprint()["modules"][m]], depth=depth, **inputs)
+        c = Checkpoint(path + ".ckpt.jsonl", fp)
+        if restart and os.path.exists(c.path):
+            os.unlink(c.path)
+        done.append(c.load())
+        c.open()
+        ckpts.append(c)
+    results: List[Dict[str, Dict[str, float]]] = [{} for _ in outputs]
+    try:
+        for qid in tqdm([q for q in run if q in topics], desc="rerank", unit="q", disable=not progress):
+            if all(qid in d for d in done):
+                for m in range(len(outputs)):
+                    results[m][qid] = dict(done[m][qid])
+                continue
+            cands = [d for d, _ in sorted_hits(run[qid])[:depth] if d in docs]
+            scores = reranker.score_pairs_multi([topics[qid]] * len(cands), [docs[d] for d in cands])
+            for m in range(len(outputs)):
+                hits = sorted(zip(cands, scores[m]), key=lambda kv: (-kv[1], kv[0]))
+                results[m][qid] = dict(hits)
+                if qid not in done[m]:
+                    ckpts[m].append(qid, hits)
+    finally:
+        for c in ckpts:
+            c.close()
+    return results
+
+
+def cmd_rerank_dpr(args) -> None:
+    from .data import read_dpr
+    from .metrics import qa_metrics
+    _set_threads(args)
+    questions = read_dpr(args.input)
+    if args.sample_queries:
+        keep = set(_sample_qids([str(i) for i in range(len(questions))], args.sample_queries, args.seed))
+        questions = [q for i, q in enumerate(questions) if str(i) in keep]
+    reranker = _reranker(args, args.module or [])
+    before, after, records = [], [], []
+    from tqdm import tqdm
+    for ex in tqdm(questions, desc="rerank", unit="q", disable=args.no_progress):
+        ctxs = list(ex.ctxs)
+        top, rest = ctxs[:args.depth], ctxs[args.depth:]
+        scores = reranker.score_pairs([ex.query] * len(top), [(c.title, c.text) for c in top]) if top else []
+        order = sorted(range(len(top)), key=lambda i: (-scores[i], i))
+        new = [top[i] for i in order] + rest
+        before.append([bool(c.has_answer) for c in ctxs])
+        after.append([bool(c.has_answer) for c in new])
+        out_ctxs = []
+        for rank, c in enumerate(new):
+            rec = {"id": c.docid, "title": c.title, "text": c.text, "has_answer": c.has_answer,
+                   "first_stage_score": c.score}
+            if rank < len(top):
+                rec["score"] = float(scores[order[rank]])
+            out_ctxs.append(rec)
+        records.append({"question": ex.query, "answers": ex.answers, "ctxs": out_ctxs})
+    with atomic_write(args.output) as f:
+        json.dump(records, f, ensure_ascii=False, indent=1)
+    ks = [k for k in args.ks]
+    report = {"first_stage": qa_metrics(before, ks), "reranked": qa_metrics(after, ks), "questions": len(records)}
+    print(json.dumps(report, indent=1))
+
+
+# ------------------------------------------------------------------------------------------------------ eval
+def cmd_eval(args) -> None:
+    from ..eval import evaluate
+    from .metrics import run_qa_metrics
+    qrels = read_qrels(args.qrels)
+    if args.queries_of:
+        subset = read_run(args.queries_of)
+        qrels = {k: v for k, v in qrels.items() if k in subset}
+    table = {}
+    for path in args.run:
+        run = read_run(path)
+        if args.queries_of:
+            run = {k: v for k, v in run.items() if k in qrels}
+        q = {k: v for k, v in qrels.items() if k in run} if args.only_run_queries else qrels
+        if not q:
+            raise InputError(f"no query of {path} is judged in {args.qrels}")
+        row = evaluate(run, q, metrics=args.metrics)
+        if args.qa:
+            row.update(run_qa_metrics(run, q, args.ks))
+        row["queries"] = len(q)
+        table[path] = row
+    if args.json:
+        with atomic_write(args.json) as f:
+            json.dump(table, f, indent=1)
+    for path, row in table.items():
+        print(path, " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m repllama_pyserini.qpeft", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train a Q-PEFT module (R or A) against a frozen LLM")
+    _model_args(t)
+    t.add_argument("--variant", choices=("R", "A", "r", "a"), default="R", type=str)
+    t.add_argument("--train", required=True, help="Tevatron JSONL(.gz) or DPR JSON")
+    t.add_argument("--dev", help="dev file (same formats); default: --dev-fraction of --train")
+    t.add_argument("--dev-fraction", type=float, default=0.1)
+    t.add_argument("--max-dev", type=int, default=None, help="cap on dev queries")
+    t.add_argument("--max-train-queries", type=int, default=None, help="seeded subsample of the training file")
+    t.add_argument("--corpus", help="corpus for BM25 negatives (BEIR folder / JSONL / JsonCollection)")
+    t.add_argument("--bm25-index", help="Lucene index of --corpus (default: built once in the cache, as "
+                                               "repllama_pyserini.train.negatives does)")
+    t.add_argument("--qrels", help="judged-relevant documents are never used as negatives")
+    t.add_argument("--negatives", type=int, default=30,
+                   help="BM25 negatives per query, sampled from the top --negatives-depth (the pool of d-)")
+    t.add_argument("--negatives-depth", type=int, default=100)
+    t.add_argument("--output", required=True)
+    t.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
+    t.add_argument("--k", type=int, default=10, help="R: hint tokens")
+    t.add_argument("--max-pairs", type=int, default=1000)
+    t.add_argument("--heads", type=int, default=2)
+    t.add_argument("--dropout", type=float, default=0.1)
+    t.add_argument("--train-batch-size", type=int, default=4, help="queries per step")
+    t.add_argument("--lr", type=float, default=3e-2)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--margin", type=float, default=0.5)
+    t.add_argument("--in-batch", choices=("all", "positives", "none"), default="all")
+    t.add_argument("--epochs", type=float, default=1.0)
+    t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this much training time")
+    t.add_argument("--eval-every", type=int, default=50)
+    t.add_argument("--patience", type=int, default=3)
+    t.add_argument("--dev-negatives", type=int, default=9, help="hard negatives per dev query")
+    t.add_argument("--early-stopping", choices=("loss", "mrr"), default="loss",
+                   help="dev criterion: the training loss (NLL + hinge) on dev, or the MRR of the positive")
+    t.add_argument("--gradient-checkpointing", action="store_true")
+    t.add_argument("--seed", type=int, default=42)
+    t.set_defaults(fn=cmd_train)
+
+    r = sub.add_parser("rerank", help="rerank a TREC run or rank_llm candidates (UPR or Q-PEFT)")
+    _model_args(r)
+    r.add_argument("--module", nargs="+", help="Q-PEFT module dir(s) or training output dir(s)")
+    r.add_argument("--prompt", choices=("upr", "qpeft"), default=None, help="default: qpeft with a module, else upr")
+    r.add_argument("--run")
+    r.add_argument("--topics")
+    r.add_argument("--corpus")
+    r.add_argument("--candidates", help="rank_llm retrieve_results JSON(.gz)")
+    r.add_argument("--output", nargs="+", required=True)
+    r.add_argument("--depth", type=int, default=100)
+    r.add_argument("--sample-queries", type=int, default=None, help="rerank a seeded sample of N queries")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--padding-side", choices=("left", "right"), default="right")
+    r.add_argument("--on-missing", choices=("drop", "fail"), default="drop")
+    r.add_argument("--checkpoint")
+    r.add_argument("--restart", action="store_true")
+    r.add_argument("--tag")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(fn=cmd_rerank)
+
+    d = sub.add_parser("rerank-dpr", help="rerank DPR retriever results; HR@k / Recall@k before and after")
+    _model_args(d)
+    d.add_argument("--module", nargs="+")
+    d.add_argument("--prompt", choices=("upr", "qpeft"), default=None)
+    d.add_argument("--input", required=True)
+    d.add_argument("--output", required=True)
+    d.add_argument("--depth", type=int, default=100)
+    d.add_argument("--sample-queries", type=int, default=None)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--padding-side", choices=("left", "right"), default="right")
+    d.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20, 50, 100])
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(fn=cmd_rerank_dpr)
+
+    e = sub.add_parser("eval", help="nDCG@10 etc. (repllama_pyserini.eval) plus HR@k / Recall@k")
+    e.add_argument("--run", nargs="+", required=True)
+    e.add_argument("--qrels", required=True)
+    e.add_argument("--metrics", nargs="+", default=None)
+    e.add_argument("--only-run-queries", action="store_true",
+                   help="restrict the qrels to the run's queries (for runs over a query sample)")
+    e.add_argument("--queries-of", help="evaluate every run on the (judged) queries of this run only (a query "
+                                        "sample), e.g. a reranked sample against the full first-stage run")
+    e.add_argument("--qa", action="store_true", help="also HR@k and Recall@k")
+    e.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20, 100])
+    e.add_argument("--json")
+    e.set_defaults(fn=cmd_eval)
+
+    args = p.parse_args(argv)
+    if getattr(args, "variant", None):
+        args.variant = args.variant.upper()
+    for n in ("depth", "batch_size", "max_doc_tokens", "max_query_tokens", "sample_queries"):
+        v = getattr(args, n, None)
+        if v is not None and v < 1:
+            raise InputError(f"--{n.replace('_', '-')} must be >= 1")
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

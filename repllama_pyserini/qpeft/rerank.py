@@ -1,0 +1,121 @@
+"""Query-likelihood reranking (UPR zero-shot, or Q-PEFT with a trained module) with the same interface as
+RankLLaMA's: :class:`QPeftReranker` is a :class:`repllama_pyserini.rerank.Reranker`, so ``rerank(query, hits)``,
+``rerank_run(topics, run, docs, checkpoint=...)`` (resumable per query) and the multi-stage pipeline work
+unchanged; the run/corpus/candidates plumbing of ``python -m repllama_pyserini.rerank`` is reused by the
+``rerank`` command of ``python -m repllama_pyserini.qpeft``.
+
+    from repllama_pyserini.qpeft import QPeftReranker
+    upr = QPeftReranker.from_pretrained("path/to/causal-lm", prompt="upr")
+    qpeft = QPeftReranker.from_pretrained(module="runs/qpeft-r/module")   # base LLM from the module's config
+    for h in qpeft.rerank(query, hits):      # h.docid, h.score (mean query log-likelihood), h.first_stage_score
+        ...
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import List, Optional, Sequence
+
+import torch
+
+from ..io import InputError
+from ..rerank import Reranker
+from .module import QPeftModule, load_module, read_config
+from .scoring import PROMPTS, PromptEncoder, QueryLikelihoodScorer
+
+DEFAULT_DEPTH = 100
+
+
+def _doc_fields(d):
+    if isinstance(d, str):
+        return "", d
+    return getattr(d, "title", "") or "", getattr(d, "text", "") or ""
+
+
+def resolve_module_dir(path: str) -> str:
+    """A module directory, or a training output directory (its ``module/``)."""
+    import os
+    if os.path.isdir(os.path.join(path, "module")) and not os.path.isfile(os.path.join(path, "qpeft_config.json")):
+        return os.path.join(path, "module")
+    return path
+
+
+class QPeftReranker(Reranker):
+    """Scores = mean log-likelihood of the query's tokens given the document under a frozen causal LM; with
+    ``modules`` (Q-PEFT), given the document and the module's hints. Several modules can be scored in one pass
+    (:meth:`score_pairs_multi`: the document prefixes run once for all of them); :meth:`score_pairs` uses the
+    first."""
+
+    def __init__(self, lm, tokenizer, modules: Sequence[Optional[QPeftModule]] = (None,), prompt: str = "upr",
+                 max_doc_tokens: int = 256, max_query_tokens: int = 64, depth: int = DEFAULT_DEPTH,
+                 batch_size: int = 16, padding_side: str = "right", name: Optional[str] = None,
+                 instruction: Optional[str] = None, add_bos: bool = True):
+        if any(m is not None for m in modules) and prompt != "qpeft":
+            raise InputError("a Q-PEFT module needs prompt='qpeft'")
+        lm.requires_grad_(False)
+        lm.eval()
+        self.lm, self.tokenizer = lm, tokenizer
+        self.modules = list(modules)
+        self.encoder = PromptEncoder(tokenizer, prompt, max_doc_tokens, max_query_tokens, instruction, add_bos)
+        self.scorer = QueryLikelihoodScorer(lm, self.encoder, batch_size, padding_side)
+        self.depth, self.batch_size = depth, batch_size
+        self.name = name or ("upr" if prompt == "upr" else "qpeft")
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: Optional[str] = None, module=None, prompt: Optional[str] = None,
+                        tokenizer: Optional[str] = None, base_model: Optional[str] = None,
+                        dtype: Optional[str] = None, device: Optional[str] = None,
+                        attn_implementation: Optional[str] = "sdpa", **settings) -> "QPeftReranker":
+        """Load the frozen LLM (full model or LoRA adapter + base, merged) and optional Q-PEFT module(s)
+        (a directory, a training output directory, or a list of them). Without ``model_name_or_path`` the LLM
+        is the module's ``base_model``; prompt settings default to the module's training settings."""
+        from ..models import load_model, load_tokenizer
+        module_dirs = [] if module is None else ([module] if isinstance(module, str) else list(module))
+        module_dirs = [resolve_module_dir(m) for m in module_dirs]
+        configs = [read_config(m) for m in module_dirs]
+        settings = {k: v for k, v in settings.items() if v is not None}
+        if configs:
+            prompt = prompt or "qpeft"
+            model_name_or_path = model_name_or_path or configs[0].base_model
+            for key, v in configs[0].prompt.items():
+                if key in ("max_doc_tokens", "max_query_tokens", "instruction", "add_bos"):
+                    settings.setdefault(key, v)
+        if not model_name_or_path:
+            raise InputError("no LLM given (pass the model, or a module whose config names its base model)")
+        prompt = prompt or "upr"
+        if prompt not in PROMPTS:
+            raise InputError(f"prompt must be one of {PROMPTS}")
+        tok = load_tokenizer(tokenizer or model_name_or_path, padding_side=settings.get("padding_side", "right"))
+        lm, _ = load_model(model_name_or_path, kind="causal", base_model=base_model, dtype=dtype, device=device,
+                           attn_implementation=attn_implementation, pad_token_id=tok.pad_token_id)
+        modules = [load_module(m, lm) for m in module_dirs] or [None]
+        return cls(lm, tok, modules, prompt=prompt, **settings)
+
+    def fingerprint(self) -> dict:
+        fp = {"reranker": self.name, "dtype": str(next(self.lm.parameters()).dtype), **self.encoder.config()}
+        fp["modules"] = [None if m is None else {"variant": m.config.variant, "k": m.config.k,
+                                                  "checksum": float(sum(p.detach().double().sum()
+                                                                        for p in m.mlp.parameters()))}
+                         for m in self.modules]
+        return fp
+
+    @torch.no_grad()
+    def score_pairs_multi(self, queries: Sequence[str], docs: Sequence, progress=None) -> List[List[float]]:
+        """One score list per module for the (query, doc) pairs; pairs of the same query are batched together."""
+        if len(queries) != len(docs):
+            raise ValueError("queries and docs differ in length")
+        groups: "OrderedDict[str, List[int]]" = OrderedDict()
+        for i, q in enumerate(queries):
+            groups.setdefault(q, []).append(i)
+        out = [[0.0] * len(queries) for _ in self.modules]
+        for q, idx in groups.items():
+            fields = [_doc_fields(docs[i]) for i in idx]
+            scores = self.scorer.score(q, fields, modules=self.modules)
+            for m, s in enumerate(scores):
+                for i, v in zip(idx, s):
+                    out[m][i] = float(v)
+            if progress is not None:
+                progress.update(len(idx))
+        return out
+
+    def score_pairs(self, queries, docs, progress=None) -> List[float]:
+        return self.score_pairs_multi(queries, docs, progress)[0]

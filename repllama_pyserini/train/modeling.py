@@ -1,0 +1,295 @@
+"""Models trained by the drivers: the RepLLaMA bi-encoder and the RankLLaMA cross-encoder, each a decoder with
+(by default) a LoRA adapter.
+
+Bi-encoder (:class:`DenseModel`): the embedding of a text is the final hidden state of its last attended token
+(the appended EOS; ``pooling='mean'``: the masked mean), L2-normalised, exactly as
+:class:`repllama_pyserini.encoder.RepLLaMAEncoder` computes it at inference (position ids from the attention
+mask, float32 pooling). Loss: InfoNCE, ``cross_entropy(q @ p.T / temperature)`` where query ``j``'s target is its
+own positive (passage ``j * group_size``) and every other passage of the batch (its hard negatives, the other
+queries' positives and negatives) is a negative.
+
+Across processes (``torchrun``; ``negatives_x_device``): queries and passages of every process are gathered
+(:func:`gather_with_grad`: the local slot keeps its autograd graph), every process computes the loss of the global
+batch, and the loss is multiplied by the world size: DDP (or DeepSpeed) averages gradients over processes, and
+each process holds the gradient through its own inputs only, so the average times the world size is exactly the
+gradient of the global-batch loss. ``Trainer`` logs the loss divided back.
+
+Cross-encoder (:class:`RerankerModel`): one logit per (query, document) pair, read at the last attended token
+(:meth:`repllama_pyserini.rerank.RankLLaMAReranker.score_ids`), softmax cross-entropy over each group of
+``train_group_size`` pairs whose first is the positive.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..io import InputError
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------ functions
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of the last attended token of each row (right or left padding)."""
+    width = attention_mask.shape[1]
+    return width - 1 - attention_mask.flip(-1).argmax(-1)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "eos") -> torch.Tensor:
+    """``eos`` / ``last``: hidden state at the last attended token; ``mean``: masked mean. Returns float32."""
+    if pooling == "mean":
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * m).sum(1) / m.sum(1).clamp(min=1)).float()
+    idx = last_token_index(attention_mask).to(hidden.device)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx].float()
+
+
+def contrastive_scores(q: torch.Tensor, p: torch.Tensor, temperature: float) -> torch.Tensor:
+    return q @ p.T / temperature
+
+
+def contrastive_loss(q: torch.Tensor, p: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE: query ``j`` against all passages; its positive is passage ``j * (len(p) // len(q))``."""
+    if p.shape[0] % q.shape[0]:
+        raise ValueError(f"{p.shape[0]} passages for {q.shape[0]} queries: not a whole number of groups")
+    scores = contrastive_scores(q, p, temperature)
+    target = torch.arange(q.shape[0], device=q.device) * (p.shape[0] // q.shape[0])
+    return F.cross_entropy(scores, target)
+
+
+def distributed_world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``t`` from every process in rank order; this process's slice keeps its gradient (the others are
+    constants here: their gradients are computed on their own processes). Every process must pass the same shape."""
+    world = distributed_world()
+    if world == 1:
+        return t
+    t = t.contiguous()
+    parts = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(parts, t.detach())
+    parts[dist.get_rank()] = t
+    return torch.cat(parts, dim=0)
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def train_dtype(model_args, training_args) -> torch.dtype:
+    from ..models import resolve_dtype
+    if model_args.dtype:
+        return resolve_dtype(model_args.dtype, torch.device("cpu"))
+    if training_args.bf16:
+        return torch.bfloat16
+    if training_args.fp16 and model_args.lora:  # LoRA weights stay fp32 (peft), AMP's grad scaler needs that
+        return torch.float16
+    return torch.float32
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_backbone(model_args, training_args, kind: str, pad_token_id: Optional[int] = None):
+    """The base decoder for ``kind`` ('encoder' -> AutoModel, 'reranker' -> sequence classifier, one label)."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+    from ..models import resolve_attn_implementation
+    dtype = train_dtype(model_args, training_args)
+    kwargs = dict(dtype=dtype, cache_dir=model_args.cache_dir,
+                  attn_implementation=resolve_attn_implementation(model_args.attn_implementation, _device(), dtype))
+    cls = AutoModel
+    if kind == "reranker":
+        cls = AutoModelForSequenceClassification
+        kwargs["num_labels"] = 1
+    try:
+        model = cls.from_pretrained(model_args.model_name_or_path, **kwargs)
+    except OSError as e:
+        raise InputError(f"cannot load model {model_args.model_name_or_path}: {str(e).splitlines()[0]}") from None
+    if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = pad_token_id
+    model.config.use_cache = False
+    return model
+
+
+def add_lora(model, model_args, task_type: str):
+    """Wrap ``model`` with a fresh LoRA adapter (or ``--lora_name_or_path``'s, trainable); the adapter config names
+    the base by absolute path when it is a local directory, so ``models.load_model(output_dir)`` finds it."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    if model_args.lora_name_or_path:
+        peft_model = PeftModel.from_pretrained(model, model_args.lora_name_or_path, is_trainable=True)
+    else:
+        cfg = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                         target_modules=model_args.target_modules, task_type=task_type, inference_mode=False)
+        peft_model = get_peft_model(model, cfg)
+    base = model_args.model_name_or_path
+    if os.path.isdir(base):
+        for cfg in peft_model.peft_config.values():
+            cfg.base_model_name_or_path = os.path.abspath(base)
+    return peft_model
+
+
+class _Trainable(nn.Module):
+    """Common saving / loading / checkpointing of a (peft-wrapped) Hugging Face model held as ``self.hf``."""
+
+    hf: nn.Module
+    accepts_loss_kwargs = False  # the Trainer must average the loss over gradient accumulation itself
+
+    @property
+    def is_peft(self) -> bool:
+        from peft import PeftModel
+        return isinstance(self.hf, PeftModel)
+
+    def base_hf(self):
+        return self.hf.get_base_model() if self.is_peft else self.hf
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
+        model = self.base_hf()
+        fn = getattr(model, "activation_checkpointing_enable", None)
+        if fn is None:  # transformers < 5.x
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=activation_checkpointing_kwargs
+                                                or {"use_reentrant": False})
+        else:
+            fn(activation_checkpointing_kwargs=activation_checkpointing_kwargs or {"use_reentrant": False}, **kwargs)
+        if self.is_peft:
+            model.enable_input_require_grads()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **kwargs):
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
+
+    def save(self, output_dir: str, state_dict: Optional[Dict[str, torch.Tensor]] = None) -> None:
+        """The adapter (``adapter_config.json`` + ``adapter_model.safetensors``) or the full model."""
+        if state_dict is not None:  # from the Trainer (DeepSpeed ZeRO-3 gathers it): strip this wrapper's prefix
+            state_dict = {k[len("hf."):] if k.startswith("hf.") else k: v for k, v in state_dict.items()}
+        self.hf.save_pretrained(output_dir, state_dict=state_dict, safe_serialization=True)
+
+    def load_trained(self, checkpoint: str) -> None:
+        """Load the trainable weights saved by :meth:`save` (resuming from a checkpoint)."""
+        if self.is_peft:
+            from peft import set_peft_model_state_dict
+            from peft.utils import load_peft_weights
+            set_peft_model_state_dict(self.hf, load_peft_weights(checkpoint, device="cpu"))
+            return
+        from transformers.modeling_utils import load_sharded_checkpoint
+        single = os.path.join(checkpoint, "model.safetensors")
+        if os.path.isfile(single):
+            from safetensors.torch import load_file
+            missing, unexpected = self.hf.load_state_dict(load_file(single), strict=False)
+            if unexpected:
+                raise InputError(f"{single}: unexpected weights {unexpected[:3]}")
+        else:
+            load_sharded_checkpoint(self.hf, checkpoint, strict=False)
+
+
+@dataclass
+class DenseOutput:
+    loss: Optional[torch.Tensor] = None
+    scores: Optional[torch.Tensor] = None
+    q_reps: Optional[torch.Tensor] = None
+    p_reps: Optional[torch.Tensor] = None
+
+
+class DenseModel(_Trainable):
+    """RepLLaMA bi-encoder: ``forward(query=batch, passage=batch)`` -> :class:`DenseOutput`."""
+
+    def __init__(self, hf_model: nn.Module, pooling: str = "eos", normalize: bool = True, temperature: float = 0.01,
+                 negatives_x_device: bool = True):
+        super().__init__()
+        self.hf = hf_model
+        self.pooling, self.normalize, self.temperature = pooling, normalize, temperature
+        self.negatives_x_device = negatives_x_device
+
+    @classmethod
+    def build(cls, model_args, training_args, tokenizer=None) -> "DenseModel":
+        model = load_backbone(model_args, training_args, "encoder",
+                              tokenizer.pad_token_id if tokenizer is not None else None)
+        if model_args.lora:
+            model = add_lora(model, model_args, "FEATURE_EXTRACTION")
+        return cls(model, model_args.pooling, model_args.normalize, model_args.temperature,
+                   getattr(training_args, "negatives_x_device", True))
+
+    def encode(self, batch: Optional[Dict[str, torch.Tensor]]) -> Optional[torch.Tensor]:
+        if batch is None:
+            return None
+        mask = batch["attention_mask"]
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = self.hf(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids,
+                         use_cache=False).last_hidden_state
+        reps = pool(hidden, mask, self.pooling)
+        return F.normalize(reps, p=2, dim=-1) if self.normalize else reps
+
+    @property
+    def loss_scale(self) -> int:
+        """The factor the loss is multiplied by (world size when gathering across processes, else 1)."""
+        return distributed_world() if (self.negatives_x_device and self.training) else 1
+
+    def forward(self, query=None, passage=None, **unused) -> DenseOutput:
+        q, p = self.encode(query), self.encode(passage)
+        if q is None or p is None:
+            return DenseOutput(q_reps=q, p_reps=p)
+        scale = self.loss_scale
+        if scale > 1:
+            q, p = gather_with_grad(q), gather_with_grad(p)
+        scores = contrastive_scores(q, p, self.temperature)
+        loss = contrastive_loss(q, p, self.temperature) * scale
+        return DenseOutput(loss=loss, scores=scores, q_reps=q, p_reps=p)
+
+
+@dataclass
+class RerankOutput:
+    loss: Optional[torch.Tensor] = None
+    logits: Optional[torch.Tensor] = None
+
+
+class RerankerModel(_Trainable):
+    """RankLLaMA cross-encoder: ``forward(pair=batch)`` with ``group_size`` consecutive pairs per query, the
+    positive first."""
+
+    loss_scale = 1
+
+    def __init__(self, hf_model: nn.Module, group_size: int):
+        super().__init__()
+        self.hf, self.group_size = hf_model, group_size
+
+    @classmethod
+    def build(cls, model_args, training_args, group_size: int, tokenizer=None) -> "RerankerModel":
+        model = load_backbone(model_args, training_args, "reranker",
+                              tokenizer.pad_token_id if tokenizer is not None else None)
+        if model_args.lora:
+            model = add_lora(model, model_args, "SEQ_CLS")
+        return cls(model, group_size)
+
+    def score(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """One float32 logit per pair, read at the last attended token."""
+        base = self.base_hf()
+        backbone = getattr(base, base.base_model_prefix)
+        mask = batch["attention_mask"]
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = backbone(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids,
+                          use_cache=False).last_hidden_state
+        idx = last_token_index(mask).to(hidden.device)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+        return base.score(pooled)[:, 0].float()
+
+    def forward(self, pair=None, **unused) -> RerankOutput:
+        logits = self.score(pair).view(-1, self.group_size)
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return RerankOutput(loss=F.cross_entropy(logits, target), logits=logits)
+
+
+def trainable_parameter_report(model: nn.Module) -> str:
+    total = sum(p.numel() for p in model.parameters())
+    train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"trainable parameters: {train:,} of {total:,} ({100 * train / max(total, 1):.3f}%)"
+
+
+def write_json(path: str, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)

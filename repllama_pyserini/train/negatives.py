@@ -1,0 +1,238 @@
+"""Hard negatives with Pyserini: training queries + qrels + a corpus in, Tevatron training JSONL out.
+
+For every training query: retrieve the top ``--depth`` with Pyserini BM25 (the corpus is indexed once with
+Pyserini's indexer, :mod:`repllama_pyserini.bm25`) and/or take the top ``--depth`` of other first-stage runs
+(``--run``, e.g. a dense retriever's TREC run), merge the candidate lists (round-robin by rank, duplicates
+dropped), drop the positives (every document judged ``>= --min-relevance``) and the query's own id, skip the top
+``--skip-top`` of each list if asked (likely unjudged positives), and sample ``--num-negatives`` of what is left
+with a ``random.Random`` seeded by ``(--seed, query id)``: the output is identical from run to run. The paper's
+recipes: RepLLaMA mixes BM25 and CoCondenser top-200 (``--run cocondenser.trec --depth 200``); RankLLaMA samples
+from the retriever's top-200 (``--run repllama.trec --no-bm25 --depth 200``).
+
+Output, one line per query (``.gz`` compresses; written atomically)::
+
+    {"query_id", "query", "positive_passages": [{"docid","title","text"}], "negative_passages": [...]}
+
+Queries come from ``--topics`` + ``--qrels`` (only the judged queries are used; a BEIR ``queries.jsonl`` with all
+splits is fine) or from an existing Tevatron file without negatives (``--input``; its positives are kept, and
+``--qrels`` when given also excludes other judged positives). A query with no positive (none judged relevant, or
+none found in the corpus) is skipped and counted; ``--strict`` makes it an error::
+
+    python -m repllama_pyserini.train.negatives --corpus ../shared/ir-data/beir/scifact/corpus.jsonl.gz \\
+        --input ../shared/ir-data/beir/scifact/train.tevatron.jsonl.gz --depth 200 --num-negatives 30 \\
+        --output runs/scifact-train.bm25-negatives.jsonl.gz
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import logging
+import os
+import random
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..io import InputError, Qrels, Run, atomic_write, read_qrels, read_run, read_topics, run_cli, sorted_hits
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MiningStats:
+    queries: int = 0
+    written: int = 0
+    skipped_no_positive: List[str] = field(default_factory=list)
+    skipped_positive_not_in_corpus: List[str] = field(default_factory=list)
+    fewer_negatives: int = 0
+    negatives: int = 0
+
+    def summary(self) -> str:
+        s = f"{self.written} of {self.queries} queries written, {self.negatives} negatives"
+        if self.fewer_negatives:
+            s += f"; {self.fewer_negatives} queries got fewer negatives than asked (small candidate pool)"
+        if self.skipped_no_positive:
+            s += f"; {len(self.skipped_no_positive)} skipped without a judged positive " \
+                 f"(e.g. {self.skipped_no_positive[0]!r})"
+        if self.skipped_positive_not_in_corpus:
+            s += f"; {len(self.skipped_positive_not_in_corpus)} skipped: positives absent from the corpus " \
+                 f"(e.g. {self.skipped_positive_not_in_corpus[0]!r})"
+        return s
+
+
+def merge_candidates(runs: Sequence[Run], qid: str, depth: int, skip_top: int = 0) -> List[str]:
+    """Top ``depth`` (after skipping ``skip_top``) of each run for ``qid``, merged round-robin by rank, deduplicated."""
+    lists = [[d for d, _ in sorted_hits(r.get(qid, {}))][skip_top:skip_top + depth] for r in runs]
+    out: "OrderedDict[str, None]" = OrderedDict()
+    for rank in range(max((len(x) for x in lists), default=0)):
+        for x in lists:
+            if rank < len(x):
+                out.setdefault(x[rank], None)
+    return list(out)
+
+
+def sample_negatives(pool: Sequence[str], n: int, seed: int, qid: str) -> List[str]:
+    """``n`` docids drawn without replacement from ``pool`` (all of it when smaller), kept in pool (rank) order."""
+    if len(pool) <= n:
+        return list(pool)
+    rng = random.Random(f"{seed}|{qid}")
+    keep = set(rng.sample(range(len(pool)), n))
+    return [d for i, d in enumerate(pool) if i in keep]
+
+
+def default_index_dir(corpus: str, fields: str) -> str:
+    from ..data import cache_dir
+    key = hashlib.sha1(os.path.abspath(corpus).encode()).hexdigest()[:10]
+    name = os.path.basename(os.path.normpath(corpus)).split(".")[0] or "corpus"
+    return os.path.join(cache_dir(), "indexes", f"{name}-{key}.{fields}")
+
+
+def _tevatron_queries(path: str) -> Tuple[Dict[str, str], Dict[str, List[dict]]]:
+    from .data import _numbered
+    topics, positives = {}, {}
+    for lineno, obj in _numbered(path):
+        if not isinstance(obj, dict) or "query" not in obj:
+            raise InputError(f"{path}:{lineno}: expected a Tevatron record with 'query_id' and 'query'")
+        qid = str(obj.get("query_id", lineno))
+        topics[qid] = str(obj["query"])
+        positives[qid] = [p for p in obj.get("positive_passages") or [] if isinstance(p, dict)]
+    if not topics:
+        raise InputError(f"no records in {path}")
+    return topics, positives
+
+
+def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrels: Optional[Qrels] = None,
+         input_positives: Optional[Dict[str, List[dict]]] = None, runs: Sequence[Run] = (), bm25: bool = True,
+         index: Optional[str] = None, fields: str = "flat", depth: int = 200, skip_top: int = 0,
+         num_negatives: int = 30, seed: int = 42, min_relevance: int = 1, strict: bool = False,
+         threads: int = 2) -> MiningStats:
+    """Mine negatives and write Tevatron JSONL to ``output``; returns counts (see the module docstring)."""
+    from ..corpus_lookup import load_docs
+    if depth < 1 or num_negatives < 1:
+        raise InputError("--depth and --num-negatives must be >= 1")
+    if not bm25 and not runs:
+        raise InputError("nothing to mine from: give --run RUN or leave BM25 on")
+    qrels = qrels or {}
+    if input_positives is None:
+        if not qrels:
+            raise InputError("give --qrels (with --topics) or --input (Tevatron file with positives)")
+        missing = [q for q in qrels if q not in topics]
+        if missing:
+            raise InputError(f"{len(missing)} judged queries have no topic text (e.g. {missing[0]!r})")
+        queries = {q: topics[q] for q in qrels}
+    else:
+        queries = dict(topics)
+    stats = MiningStats(queries=len(queries))
+
+    all_runs = list(runs)
+    if bm25:
+        from .. import bm25 as bm25_mod
+        index = index or default_index_dir(corpus, fields)
+        bm25_mod.build_index(corpus, index, fields, threads=threads)
+        all_runs.insert(0, bm25_mod.search(index, queries, hits=depth + skip_top, fields=fields, threads=threads))
+
+    def judged_pos(qid: str) -> List[str]:
+        return [d for d, r in sorted(qrels.get(qid, {}).items()) if r >= min_relevance]
+
+    pools: Dict[str, List[str]] = {}
+    needed = set()
+    for qid in queries:
+        exclude = set(judged_pos(qid)) | {str(p.get("docid")) for p in (input_positives or {}).get(qid, [])}
+        pool = [d for d in merge_candidates(all_runs, qid, depth, skip_top) if d not in exclude and d != qid]
+        pools[qid] = sample_negatives(pool, num_negatives, seed, qid)
+        needed.update(pools[qid])
+        if input_positives is None:
+            needed.update(judged_pos(qid))
+    logger.info("fetching %d documents from %s", len(needed), corpus)
+    docs = load_docs(corpus, needed, progress=False)
+
+    def passage(docid: str) -> dict:
+        d = docs[docid]
+        return {"docid": docid, "title": d.title, "text": d.text}
+
+    lines = []
+    for qid, query in queries.items():
+        if input_positives is not None:
+            pos = [{"docid": str(p.get("docid", "")), "title": str(p.get("title") or ""), "text": str(p.get("text", ""))}
+                   for p in input_positives.get(qid, [])]
+            if not pos:
+                stats.skipped_no_positive.append(qid)
+                continue
+        else:
+            ids = judged_pos(qid)
+            if not ids:
+                stats.skipped_no_positive.append(qid)
+                continue
+            found = [d for d in ids if d in docs]
+            if not found:
+                stats.skipped_positive_not_in_corpus.append(qid)
+                continue
+            pos = [passage(d) for d in found]
+        negs = [passage(d) for d in pools[qid] if d in docs]
+        stats.fewer_negatives += len(negs) < num_negatives
+        stats.negatives += len(negs)
+        lines.append(json.dumps({"query_id": qid, "query": query, "positive_passages": pos,
+                                 "negative_passages": negs}, ensure_ascii=False))
+        stats.written += 1
+    if strict and (stats.skipped_no_positive or stats.skipped_positive_not_in_corpus):
+        raise InputError(f"--strict: {stats.summary()}")
+    if not lines:
+        raise InputError(f"no training record written: {stats.summary()}")
+    write_jsonl_lines(output, lines)
+    return stats
+
+
+def write_jsonl_lines(path: str, lines: Iterable[str]) -> None:
+    """Atomically; gzip (with a fixed header, so equal content gives equal bytes) when ``path`` ends in .gz."""
+    if path.endswith(".gz"):
+        with atomic_write(path, "wb", encoding=None) as raw:
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
+                for line in lines:
+                    gz.write((line + "\n").encode("utf-8"))
+    else:
+        with atomic_write(path) as f:
+            for line in lines:
+                f.write(line + "\n")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m repllama_pyserini.train.negatives", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", required=True, help="BEIR folder, JSONL(.gz), JsonCollection folder or TSV")
+    ap.add_argument("--topics", help="qid<TAB>query (.tsv/.txt[.gz]) or queries.jsonl")
+    ap.add_argument("--qrels", help="TREC qrels of the training queries")
+    ap.add_argument("--input", help="Tevatron JSONL with queries and positives (negatives empty)")
+    ap.add_argument("--output", required=True, help="Tevatron training JSONL (.gz to compress)")
+    ap.add_argument("--run", action="append", default=[], help="extra first-stage TREC run (repeatable)")
+    ap.add_argument("--no-bm25", action="store_true", help="only the --run candidates")
+    ap.add_argument("--index", help="BM25 index dir (built with Pyserini when missing; default: in the cache)")
+    ap.add_argument("--fields", choices=("flat", "multifield"), default="flat")
+    ap.add_argument("--depth", type=int, default=200, help="candidates taken from each retriever (paper: 200)")
+    ap.add_argument("--skip-top", type=int, default=0, help="ignore the top k of each retriever")
+    ap.add_argument("--num-negatives", type=int, default=30, help="negatives kept per query")
+    ap.add_argument("--min-relevance", type=int, default=1, help="judgments >= this are positives")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--strict", action="store_true", help="fail on queries without a usable positive")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if a.input and a.topics:
+        raise InputError("give either --input or --topics/--qrels")
+    if a.input:
+        topics, positives = _tevatron_queries(a.input)
+    else:
+        if not (a.topics and a.qrels):
+            raise InputError("give --topics and --qrels, or --input")
+        topics, positives = read_topics(a.topics), None
+    qrels = read_qrels(a.qrels) if a.qrels else None
+    runs = [read_run(r) for r in a.run]
+    stats = mine(a.corpus, a.output, topics, qrels, positives, runs, not a.no_bm25, a.index, a.fields, a.depth,
+                 a.skip_top, a.num_negatives, a.seed, a.min_relevance, a.strict, a.threads)
+    print(f"wrote {a.output}: {stats.summary()}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

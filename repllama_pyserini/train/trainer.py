@@ -1,0 +1,203 @@
+"""The Hugging Face ``Trainer`` around :mod:`.modeling`'s models, and the driver shared by :mod:`.retriever` and
+:mod:`.reranker`.
+
+What the Trainer gives for free: ``torchrun`` / DDP (gloo on CPU, NCCL on GPUs), DeepSpeed (``--deepspeed
+zero3`` or a config file), bf16/fp16, gradient accumulation, the learning-rate schedule, logging, and checkpoints
+(``checkpoint-N/``: the adapter, optimizer, scheduler, RNG states, trainer state) every ``--save_steps`` that
+``--resume_from_checkpoint DIR`` (or ``last``) continues from exactly. What this module adds: the loss, saving the
+adapter (not a wrapper's state dict) plus the tokenizer and a preset YAML, loading it back on resume, a time limit
+(``--max_train_minutes``) and per-epoch negative sampling.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+import sys
+import time
+from typing import Callable, List, Optional
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from ..io import InputError
+
+logger = logging.getLogger("repllama_pyserini.train")
+ENCODER_PRESET = "repllama_preset.yaml"
+RERANKER_PRESET = "rankllama_preset.yaml"
+
+
+class ContrastiveTrainer(Trainer):
+    """Trainer for :class:`.modeling.DenseModel` / :class:`.modeling.RerankerModel`."""
+
+    # our loss is a per-micro-batch mean: the Trainer divides it by the gradient accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, preset_writer: Optional[Callable[[str], None]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.preset_writer = preset_writer
+
+    def _inner(self):
+        return self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.model
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = model(**inputs)
+        return (out.loss, out) if return_outputs else out.loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        # the model's loss is scaled by the world size when negatives are gathered (see modeling); log it unscaled
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        return loss / getattr(self._inner(), "loss_scale", 1)
+
+    def _save(self, output_dir: Optional[str] = None, state_dict=None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        self._inner().save(output_dir, state_dict=state_dict)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        if self.preset_writer is not None:
+            self.preset_writer(output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
+        inner = self.accelerator.unwrap_model(model) if model is not None else self._inner()
+        logger.info("loading trained weights from %s", resume_from_checkpoint)
+        inner.load_trained(resume_from_checkpoint)
+
+
+class EpochCallback(TrainerCallback):
+    """Tells the dataset which epoch starts (its negatives are drawn per epoch), also after a resume."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(math.floor((state.epoch or 0) + 1e-6)))
+
+
+class TimeLimitCallback(TrainerCallback):
+    """Stops training (and saves) once ``minutes`` of training have passed: a bounded-time run."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.start = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.start is not None and time.time() - self.start >= self.seconds:
+            logger.warning("time limit of %.1f min reached at step %d: stopping", self.seconds / 60, state.global_step)
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+def setup_logging(training_args) -> None:
+    import transformers
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, level=level)
+    logging.getLogger("repllama_pyserini").setLevel(level)
+    transformers.utils.logging.set_verbosity(logging.WARNING)
+
+
+def resolve_resume(training_args) -> Optional[str]:
+    """The checkpoint to resume from; refuse to silently start over an output dir that holds checkpoints."""
+    from transformers.trainer_utils import get_last_checkpoint
+    out = training_args.output_dir
+    resume = training_args.resume_from_checkpoint
+    if resume == "last":
+        last = get_last_checkpoint(out) if os.path.isdir(out) else None
+        if last is None:
+            raise InputError(f"--resume_from_checkpoint last: no checkpoint-* in {out}")
+        return last
+    if resume:
+        if not os.path.isdir(resume):
+            raise InputError(f"checkpoint not found: {resume}")
+        return resume
+    if glob.glob(os.path.join(out, "checkpoint-*")) and not training_args.overwrite_output_dir:
+        raise InputError(f"{out} already holds checkpoints: pass --resume_from_checkpoint last to continue, or "
+                         f"--overwrite_output_dir to start afresh")
+    return None
+
+
+def write_preset(path: str, preset: dict) -> None:
+    import yaml
+    from ..io import atomic_write
+    with atomic_write(path) as f:
+        f.write("# written by repllama_pyserini.train: the settings this model was trained with\n")
+        yaml.safe_dump(preset, f, sort_keys=False, allow_unicode=True)
+
+
+def run(kind: str, argv=None, callbacks: Optional[List[TrainerCallback]] = None) -> ContrastiveTrainer:
+    """Parse Tevatron-style arguments and train; ``kind`` is 'retriever' or 'reranker'. Returns the Trainer."""
+    from transformers import set_seed
+    from ..models import load_tokenizer
+    from .arguments import DataArguments, RerankerDataArguments, parse_args
+    from .data import RerankerCollator, RetrieverCollator, TrainDataset, load_groups
+    from .modeling import DenseModel, RerankerModel, trainable_parameter_report
+
+    data_cls = RerankerDataArguments if kind == "reranker" else DataArguments
+    model_args, data_args, training_args = parse_args(data_cls, argv)
+    setup_logging(training_args)
+    resume = resolve_resume(training_args)
+    set_seed(training_args.seed)
+    if getattr(training_args, "use_cpu", False) and (training_args.bf16 or training_args.fp16):
+        logger.warning("--bf16/--fp16 on a CPU: mixed precision is emulated there and slow; --bf16 False trains "
+                       "in fp32")
+    if kind == "reranker" and data_args.append_eos_token:
+        logger.warning("--append_eos_token is ignored for the reranker: RankLLaMA inference "
+                       "(repllama_pyserini.rerank) scores pairs without an appended EOS")
+    if kind == "retriever" and model_args.pooling in ("eos", "last") and not data_args.append_eos_token:
+        logger.warning("pooling %r without --append_eos_token reads the last text token", model_args.pooling)
+
+    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path, padding_side="right")
+    group_size = data_args.train_group_size
+    dataset = TrainDataset(load_groups(data_args, group_size), group_size, seed=training_args.data_rng_seed)
+    logger.info("%d training queries, group size %d", len(dataset), group_size)
+    if kind == "reranker":
+        model = RerankerModel.build(model_args, training_args, group_size, tokenizer)
+        collator = RerankerCollator(tokenizer, data_args)
+    else:
+        model = DenseModel.build(model_args, training_args, tokenizer)
+        collator = RetrieverCollator(tokenizer, data_args)
+    logger.info(trainable_parameter_report(model))
+
+    def preset_writer(output_dir: str) -> None:
+        name = os.path.basename(os.path.normpath(output_dir))
+        common = dict(model=os.path.abspath(output_dir), base_model=_abs_if_dir(model_args.model_name_or_path),
+                      tokenizer=os.path.abspath(output_dir), query_prefix=data_args.query_prefix,
+                      passage_prefix=data_args.passage_prefix, passage_fields=["title", "text"],
+                      padding_side="right")
+        if not model_args.lora:
+            common.pop("base_model")
+        hidden = getattr(model.base_hf().config, "hidden_size", None)
+        if kind == "reranker":
+            preset = dict(name=f"rankllama-{name}", description="RankLLaMA-style reranker trained with "
+                          "repllama_pyserini.train.reranker", **common, query_max_length=data_args.query_max_len,
+                          passage_max_length=data_args.rerank_max_len, pooling="last", normalize=False,
+                          append_eos=False)
+            write_preset(os.path.join(output_dir, RERANKER_PRESET), preset)
+        else:
+            preset = dict(name=name, description="RepLLaMA-style retriever trained with "
+                          "repllama_pyserini.train.retriever", **common, query_max_length=data_args.query_max_len,
+                          passage_max_length=data_args.passage_max_len, pooling=model_args.pooling,
+                          normalize=model_args.normalize, append_eos=data_args.append_eos_token, dimension=hidden)
+            write_preset(os.path.join(output_dir, ENCODER_PRESET), preset)
+
+    cbs = [EpochCallback(dataset)] + list(callbacks or [])
+    if training_args.max_train_minutes:
+        cbs.append(TimeLimitCallback(training_args.max_train_minutes))
+    trainer = ContrastiveTrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
+                                 processing_class=tokenizer, callbacks=cbs, preset_writer=preset_writer)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        logger.info("saved %s to %s", "LoRA adapter" if model_args.lora else "model", training_args.output_dir)
+    return trainer
+
+
+def _abs_if_dir(path: str) -> str:
+    return os.path.abspath(path) if os.path.isdir(path) else path

