@@ -172,7 +172,12 @@ def _published(condition: str, dataset: str, data: Optional[str]) -> Dict[str, f
 def _write_report(path: str, dataset: str, compare) -> None:
     """A markdown table: our BM25 vs Pyserini's published 2CR scores, to 4 decimals."""
     from .io import atomic_write
-    lines = ["| dataset | index | metric | Pyserini 2CR | ours | match |", "|---|---|---|---|---|---|"]
+    from importlib.metadata import version
+    lines = ["# BM25 on BEIR: this toolkit vs Pyserini's published 2CR scores", "",
+             f"Made with `python -m repllama_pyserini.bm25 beir --dataset {dataset} --fields "
+             f"{' '.join(c[0] for c in compare)} --report {path}` (Pyserini {version('pyserini')}). "
+             "The other BEIR BM25 regressions are in `docs/regressions/` and need their corpora.", "",
+             "| dataset | index | metric | Pyserini 2CR | ours | match |", "|---|---|---|---|---|---|"]
     for fields, got, expected in compare:
         for metric in ("nDCG@10", "R@100", "R@1000"):
             exp = expected.get(metric)
