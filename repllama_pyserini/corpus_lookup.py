@@ -61,21 +61,12 @@ def parse_raw(raw: str) -> Doc:
 
 
 def _jsonl_docs(path: str, needed: Set[str]) -> Iterator[Tuple[str, Doc]]:
-    from .io import _doc_fields  # the project's one normalisation of BEIR / Tevatron / JsonCollection records
+    from .io import _doc_fields, jsonl_records  # the project's one normalisation of corpus records
     for f in corpus_files(path):
-        with open_text(f) as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{f}:{lineno}: malformed JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise InputError(f"{f}:{lineno}: expected a JSON object")
-                docid, title, text = _doc_fields(obj, f"{f}:{lineno}")
-                if docid in needed:
-                    yield docid, Doc(title, text, str(obj.get("url") or ""))
+        for lineno, obj in jsonl_records(f):
+            docid, title, text = _doc_fields(obj, f"{f}:{lineno}")
+            if docid in needed:
+                yield docid, Doc(title, text, str(obj.get("url") or ""))
 
 
 def _tsv_docs(path: str, needed: Set[str]) -> Iterator[Tuple[str, Doc]]:

@@ -37,8 +37,8 @@ def open_text(path: str, mode: str = "rt"):
     return open(path, mode, encoding="utf-8")
 
 
-def read_jsonl(path: str) -> Iterator[dict]:
-    """Yield one dict per non-empty line; a malformed line raises ``InputError('file:line: ...')``."""
+def jsonl_records(path: str) -> Iterator[Tuple[int, dict]]:
+    """Yield ``(line number, object)`` per non-empty line; a malformed line raises ``InputError('file:line: ...')``."""
     with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -49,7 +49,13 @@ def read_jsonl(path: str) -> Iterator[dict]:
                 raise InputError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
+            yield lineno, obj
+
+
+def read_jsonl(path: str) -> Iterator[dict]:
+    """Yield one dict per non-empty line (see :func:`jsonl_records`)."""
+    for _, obj in jsonl_records(path):
+        yield obj
 
 
 def _doc_fields(obj: dict, where: str) -> Tuple[str, str, str]:
@@ -93,18 +99,9 @@ def iter_corpus(path: str) -> Iterator[Tuple[str, str, str]]:
     for f in corpus_files(path):
         if f.endswith((".json", ".json.gz")) and not _looks_like_jsonl(f):
             raise InputError(f"{f}: a JSON array is not supported, convert it to JSONL (one object per line)")
-        with open_text(f) as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{f}:{lineno}: malformed JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise InputError(f"{f}:{lineno}: expected a JSON object")
-                n += 1
-                yield _doc_fields(obj, f"{f}:{lineno}")
+        for lineno, obj in jsonl_records(f):
+            n += 1
+            yield _doc_fields(obj, f"{f}:{lineno}")
     if n == 0:
         raise InputError(f"empty corpus: {path}")
 
