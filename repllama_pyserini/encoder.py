@@ -79,6 +79,9 @@ class RepLLaMAEncoder:
             passage_prefix=passage_prefix, query_max_length=query_max_length,
             passage_max_length=passage_max_length, padding_side=padding_side)
         p = self.preset
+        if p.kind != "encoder":
+            raise InputError(f"{model_name_or_path} is a {p.kind} preset, not an encoder (use "
+                             f"repllama_pyserini.rerank for RankLLaMA)")
         if p.pooling == "eos" and not p.append_eos:
             raise InputError(f"preset {p.name}: pooling 'eos' needs append_eos: true")
         if batch_size < 1:

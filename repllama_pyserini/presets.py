@@ -27,6 +27,12 @@ Keys (all optional except ``model``)::
     append_eos: true                               # EOS id appended after truncation (so it survives it)
     dimension: 4096                                # checked against the model's hidden size
     padding_side: right                            # left and right give the same embeddings
+    kind: encoder                                  # or reranker (RankLLaMA: pooling last, one logit)
+    depth: 200                                     # rerankers: candidates reranked per query
+
+A reranker preset (``kind: reranker``) uses the same keys: ``passage_prefix`` is the document prefix and
+``passage_max_length`` the max length of the whole query-document pair. A preset without ``kind`` is a reranker
+when its name, file name or an alias contains ``rankllama``, else an encoder.
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ ENV = "REPLLAMA_PYSERINI_PRESETS"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(PACKAGE_DIR)
 POOLINGS = ("eos", "last", "mean")
+KINDS = ("encoder", "reranker")
 DIR_PRESET = "repllama_preset.yaml"  # a checkpoint directory's own preset
 
 
@@ -63,6 +70,8 @@ class Preset:
     append_eos: bool = True
     dimension: Optional[int] = None
     padding_side: str = "right"
+    kind: Optional[str] = None  # "encoder" or "reranker"; None: inferred from the names (see the module doc)
+    depth: Optional[int] = None  # rerankers: default rerank depth
     source: Optional[str] = None  # the YAML file it came from
 
     def __post_init__(self):
@@ -74,6 +83,13 @@ class Preset:
         for key in ("query_max_length", "passage_max_length"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 2:
                 raise InputError(f"preset {where}: {key} must be an integer >= 2 (BOS/EOS take room)")
+        if self.kind is None:
+            names = [self.name or "", os.path.basename(self.source or "")] + list(self.aliases)
+            self.kind = "reranker" if any("rankllama" in n.lower() for n in names) else "encoder"
+        if self.kind not in KINDS:
+            raise InputError(f"preset {where}: kind {self.kind!r} is not one of {list(KINDS)}")
+        if self.depth is not None and (not isinstance(self.depth, int) or self.depth < 1):
+            raise InputError(f"preset {where}: depth must be a positive integer")
         if isinstance(self.passage_fields, str):
             self.passage_fields = [self.passage_fields]
         if not self.passage_fields:

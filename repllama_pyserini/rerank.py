@@ -357,21 +357,13 @@ class FunctionReranker(Reranker):
 
 
 # ---------------------------------------------------------------------------------------------- RankLLaMA
-def _is_reranker_preset(p) -> bool:
-    kind = getattr(p, "kind", None)
-    if kind is not None:
-        return kind == "reranker"
-    names = [p.name or "", os.path.basename(p.source or "")] + list(p.aliases)
-    return any("rankllama" in n.lower() for n in names)
-
-
 def find_reranker_preset(name: Optional[str]):
     """The reranker preset (``encoders/rankllama-*.yaml``, via :mod:`repllama_pyserini.presets`) called ``name``."""
     if not name:
         return None
     from . import presets
     p = presets.find_preset(name)
-    if p is not None and not _is_reranker_preset(p):
+    if p is not None and p.kind != "reranker":
         raise InputError(f"{name} is an encoder preset, not a reranker")
     return p
 
@@ -380,7 +372,7 @@ def preset_settings(p) -> dict:
     """Reranker settings of a preset. ``passage_max_length`` is the max length of the whole pair; the rerank
     depth is the preset's ``depth`` when it has one, else 100 for documents (fields with ``url``), 200 for passages."""
     fields = tuple(p.passage_fields)
-    depth = getattr(p, "depth", None) or (DOCUMENT["depth"] if "url" in fields else PASSAGE["depth"])
+    depth = p.depth or (DOCUMENT["depth"] if "url" in fields else PASSAGE["depth"])
     return dict(model=p.model, base_model=p.base_model, tokenizer=p.tokenizer, query_prefix=p.query_prefix,
                 document_prefix=p.passage_prefix, document_fields=fields, max_length=p.passage_max_length,
                 depth=depth, padding_side=p.padding_side, name=p.name)

@@ -154,6 +154,26 @@ def test_preset_file_with_another_recipe(tiny_encoder, card, tmp_path):
     bad.write_text("model: x\nmax_len: 3\n")
     with pytest.raises(InputError, match="unknown key"):
         find_preset(str(bad))
+    bad.write_text("model: x\nkind: retriever\n")
+    with pytest.raises(InputError, match="kind 'retriever'"):
+        find_preset(str(bad))
+    bad.write_text("model: x\nkind: reranker\ndepth: 0\n")
+    with pytest.raises(InputError, match="depth"):
+        find_preset(str(bad))
+
+
+def test_encoder_refuses_a_reranker_preset(tiny_encoder, tmp_path):
+    """A RankLLaMA preset (explicit ``kind``, or ``rankllama`` in its name) is not silently used as an encoder."""
+    assert find_preset("castorini/rankllama-v1-7b-lora-passage").kind == "reranker"
+    assert find_preset("castorini/repllama-v1-7b-lora-passage").kind == "encoder"
+    with pytest.raises(InputError, match="reranker preset, not an encoder"):
+        RepLLaMAEncoder("castorini/rankllama-v1-7b-lora-passage")
+    path = tmp_path / "scorer.yaml"
+    path.write_text(f"model: {tiny_encoder['lora']}\nkind: reranker\npooling: last\n")
+    with pytest.raises(InputError, match="reranker preset"):
+        RepLLaMAEncoder(str(path))
+    path.write_text(f"name: rankllama-but-dense\nmodel: {tiny_encoder['lora']}\nkind: encoder\n")
+    assert RepLLaMAEncoder(str(path)).preset.kind == "encoder"  # explicit kind beats the name
 
 
 def test_missing_adapter_or_base(tiny_encoder, tmp_path):

@@ -157,6 +157,19 @@ def test_presets(tiny_reranker):
     assert (r.max_length, r.depth) == (2048, 7)
 
 
+def test_preset_kind_and_depth_keys(tiny_reranker, tmp_path):
+    """``kind: reranker`` makes any preset a reranker preset; its ``depth`` is the default depth."""
+    path = tmp_path / "my-scorer.yaml"
+    path.write_text(f"model: {tiny_reranker['lora']}\nkind: reranker\ndepth: 37\npassage_prefix: 'doc: '\n"
+                    f"passage_max_length: 64\npooling: last\nnormalize: false\nappend_eos: false\n")
+    r = RankLLaMAReranker.from_pretrained(tiny_reranker["lora"], preset=str(path))
+    assert (r.depth, r.max_length, r.document_prefix) == (37, 64, "doc: ")
+    assert RankLLaMAReranker.from_pretrained(tiny_reranker["lora"], preset=str(path), depth=5).depth == 5
+    path.write_text(f"model: {tiny_reranker['lora']}\nkind: encoder\n")
+    with pytest.raises(InputError, match="encoder preset, not a reranker"):
+        RankLLaMAReranker.from_pretrained(tiny_reranker["lora"], preset=str(path))
+
+
 # ------------------------------------------------------------------ ordering with a known scoring function
 class FakeLuceneDoc:
     def __init__(self, raw):

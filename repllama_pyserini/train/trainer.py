@@ -178,13 +178,13 @@ def run(kind: str, argv=None, callbacks: Optional[List[TrainerCallback]] = None)
             preset = dict(name=f"rankllama-{name}", description="RankLLaMA-style reranker trained with "
                           "repllama_pyserini.train.reranker", **common, query_max_length=data_args.query_max_len,
                           passage_max_length=data_args.rerank_max_len, pooling="last", normalize=False,
-                          append_eos=False)
+                          append_eos=False, kind="reranker")
             write_preset(os.path.join(output_dir, RERANKER_PRESET), preset)
         else:
             preset = dict(name=name, description="RepLLaMA-style retriever trained with "
                           "repllama_pyserini.train.retriever", **common, query_max_length=data_args.query_max_len,
                           passage_max_length=data_args.passage_max_len, pooling=model_args.pooling,
-                          normalize=model_args.normalize, append_eos=data_args.append_eos_token, dimension=hidden)
+                          normalize=model_args.normalize, append_eos=data_args.append_eos_token, dimension=hidden, kind="encoder")
             write_preset(os.path.join(output_dir, ENCODER_PRESET), preset)
 
     cbs = [EpochCallback(dataset)] + list(callbacks or [])
