@@ -41,11 +41,12 @@ def gguf_file() -> str:
     raise InputError(f"no .gguf file in the {PACKAGE} package; reinstall it: {PIP_HINT}")
 
 
-def smollm2_path(cache: Optional[str] = None, overwrite: bool = False) -> str:
-    """A plain HF directory (LlamaForCausalLM + tokenizer, fp32) converted once from the GGUF; returns its path."""
+def smollm2_path(cache: Optional[str] = None, overwrite: bool = False, output: Optional[str] = None) -> str:
+    """A plain HF directory (LlamaForCausalLM + tokenizer, fp32) converted once from the GGUF; returns its path
+    (``output`` when given, else ``CACHE/models/SmolLM2-135M-Instruct``)."""
     src = gguf_file()
     name = os.path.splitext(os.path.basename(src))[0].split(".")[0]  # SmolLM2-135M-Instruct
-    out = os.path.join(cache or cache_dir(), "models", name)
+    out = os.path.abspath(output) if output else os.path.join(cache or cache_dir(), "models", name)
     if os.path.isfile(os.path.join(out, DONE)) and not overwrite:
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -65,7 +66,7 @@ def smollm2_path(cache: Optional[str] = None, overwrite: bool = False) -> str:
         raise RuntimeError(f"GGUF conversion mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
     model.tie_weights()
     del gguf_model
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(out), prefix=f".{name}.tmp-")
     try:
         model.save_pretrained(tmp)
@@ -81,6 +82,15 @@ def smollm2_path(cache: Optional[str] = None, overwrite: bool = False) -> str:
     return out
 
 
+def main(argv=None) -> None:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m repllama_pyserini.smollm", description=__doc__.splitlines()[0])
+    ap.add_argument("--output", help="write the checkpoint to this directory (default: the cache)")
+    ap.add_argument("--overwrite", action="store_true", help="convert again even if the checkpoint exists")
+    args = ap.parse_args(argv)
+    print(smollm2_path(overwrite=args.overwrite, output=args.output))
+
+
 if __name__ == "__main__":
     from .io import run_cli
-    run_cli(lambda argv: print(smollm2_path()))
+    run_cli(main)

@@ -29,6 +29,10 @@ def test_every_shipped_yaml_validates_and_its_doc_is_generated():
             for m in ev.metrics:
                 R.trec_eval_metric(m.trec_eval)  # parses
                 assert m.source.strip()
+    with open(os.path.join(R.REGRESSION_DIR, "README.md"), encoding="utf-8") as f:
+        index = f.read()
+    assert index == R.generate_index(regs), "docs/regressions/README.md is stale: regenerate it"
+    assert all(f"[{reg.name}](" in index for reg in regs)
 
 
 def test_status_follows_2cr_conventions():

@@ -193,3 +193,25 @@ def test_bf16_flag_of_a_gpu_command_line_runs_on_cpu(tmp_path):
     assert t.bf16 and t.use_cpu
     _, _, t = parse_args(DataArguments, ["--output_dir", str(tmp_path)])
     assert not t.bf16 and not t.gradient_checkpointing  # CPU defaults: fp32, no checkpointing
+
+
+def test_resume_from_checkpoint_values(tmp_path):
+    """``last`` needs a checkpoint, ``auto`` takes one when there is one (re-runnable commands, e.g. regressions),
+    and a plain rerun over checkpoints is refused rather than silently starting over."""
+    from types import SimpleNamespace
+    from repllama_pyserini.train.trainer import resolve_resume
+
+    def args(resume, overwrite=False):
+        return SimpleNamespace(output_dir=str(tmp_path / "out"), resume_from_checkpoint=resume,
+                               overwrite_output_dir=overwrite)
+    assert resolve_resume(args("auto")) is None
+    assert resolve_resume(args(None)) is None
+    with pytest.raises(InputError, match="no checkpoint"):
+        resolve_resume(args("last"))
+    for step in (3, 10):
+        (tmp_path / "out" / f"checkpoint-{step}").mkdir(parents=True)
+    assert resolve_resume(args("auto")).endswith("checkpoint-10")
+    assert resolve_resume(args("last")).endswith("checkpoint-10")
+    with pytest.raises(InputError, match="already holds checkpoints"):
+        resolve_resume(args(None))
+    assert resolve_resume(args(None, overwrite=True)) is None

