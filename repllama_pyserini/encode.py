@@ -314,7 +314,9 @@ def encode_corpus(model_args: ModelArguments, data_args: DataArguments, enc_args
     work = data_args.work_dir or os.path.join(data_args.output, "chunks")
     preset, _ = resolve(model_args.encoder, base_model=model_args.base_model, tokenizer=model_args.tokenizer,
                         passage_max_length=data_args.max_length, passage_prefix=data_args.passage_prefix)
+    from .models import checkpoint_identity
     config = dict(encoder=model_args.encoder, preset=preset.to_dict(), dtype=model_args.dtype,
+                  checkpoint=checkpoint_identity(preset.model, preset.base_model),
                   corpus=[[os.path.abspath(f), os.path.getsize(f)] for f in files], chunk_size=enc_args.chunk_size,
                   num_shards=num_shards, on_empty=data_args.on_empty, max_docs=data_args.max_docs)
     meta_path = os.path.join(data_args.output, METADATA)

@@ -87,6 +87,44 @@ def resolve_model(model_name_or_path: str, base_model: Optional[str] = None) -> 
     return ResolvedModel(base=base, adapter=model_name_or_path)
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_FULL_HASH_BYTES = 512 << 20  # adapters and small models are hashed whole; bigger files by size and mtime
+
+
+def weights_fingerprint(name: Optional[str]) -> Optional[str]:
+    """A short fingerprint of a local checkpoint's weight files (top level of the directory), or None for a hub id
+    or None. Files up to 512 MB (LoRA adapters, small models) are hashed whole, so retraining into the same directory
+    changes it and copying does not; bigger files contribute their size and modification time."""
+    import hashlib
+    if not name or not os.path.isdir(name):
+        return None
+    h = hashlib.sha256()
+    for f in sorted(os.listdir(name)):
+        path = os.path.join(name, f)
+        if not (f.endswith(WEIGHT_SUFFIXES) and os.path.isfile(path)) or f == "training_args.bin":
+            continue
+        st = os.stat(path)
+        h.update(f"{f}:{st.st_size}:".encode())
+        if st.st_size <= _FULL_HASH_BYTES:
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+        else:
+            h.update(str(st.st_mtime_ns).encode())
+    return h.hexdigest()[:16]
+
+
+def checkpoint_identity(model: str, base_model: Optional[str] = None) -> dict:
+    """What resumable jobs record about the model: absolute paths of local checkpoints and their weights'
+    fingerprints (a retrained adapter in the same directory is then not mistaken for the old one)."""
+    def where(x):
+        return os.path.abspath(x) if x and os.path.isdir(x) else x
+    out = {"model": where(model), "model_weights": weights_fingerprint(model)}
+    if base_model:
+        out.update(base_model=where(base_model), base_weights=weights_fingerprint(base_model))
+    return out
+
+
 def load_tokenizer(name: str, padding_side: str = "right"):
     """A tokenizer with a pad token (unk, else eos, when it has none) and the given padding side."""
     from transformers import AutoTokenizer

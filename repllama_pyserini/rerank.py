@@ -400,6 +400,7 @@ class RankLLaMAReranker(Reranker):
         if self.head is None:
             raise InputError(f"{type(model).__name__} has no 'score' head: load it as a sequence classifier")
         self.device = next(model.parameters()).device
+        self.checkpoint: Optional[dict] = None  # local checkpoints' weight fingerprints (from_pretrained sets it)
 
     @classmethod
     def from_pretrained(cls, model_name_or_path: Optional[str] = None, preset: Optional[str] = None,
@@ -411,7 +412,7 @@ class RankLLaMAReranker(Reranker):
         ``preset`` (a preset name or YAML; default: the preset named ``model_name_or_path`` if any), else the
         ``granularity`` defaults ('passage': 512 tokens / depth 200, 'document': 2048 / 100 with the URL);
         keyword ``overrides`` (max_length, depth, batch_size, ...; None ignored) win."""
-        from .models import load_model, load_tokenizer, resolve_model
+        from .models import checkpoint_identity, load_model, load_tokenizer, resolve_model
         p = find_reranker_preset(preset or model_name_or_path)
         if preset and p is None:
             raise InputError(f"unknown reranker preset {preset!r}")
@@ -440,14 +441,17 @@ class RankLLaMAReranker(Reranker):
         if not own or not settings.get("name"):
             settings["name"] = name  # checkpoints record it: another checkpoint must not pass for the preset's
         tok = load_tokenizer(tok_name, padding_side=settings.get("padding_side", "right"))
-        model, _ = load_model(name, kind="reranker", base_model=base_model, dtype=dtype, device=device,
-                              attn_implementation=attn_implementation, pad_token_id=tok.pad_token_id)
-        return cls(model, tok, **settings)
+        model, resolved = load_model(name, kind="reranker", base_model=base_model, dtype=dtype, device=device,
+                                     attn_implementation=attn_implementation, pad_token_id=tok.pad_token_id)
+        reranker = cls(model, tok, **settings)
+        reranker.checkpoint = checkpoint_identity(name, resolved.base if resolved.adapter else None)
+        return reranker
 
     def fingerprint(self) -> dict:
         return {"reranker": self.name, "max_length": self.max_length, "query_prefix": self.query_prefix,
                 "document_prefix": self.document_prefix, "document_fields": list(self.document_fields),
-                "dtype": str(next(self.model.parameters()).dtype)}
+                "dtype": str(next(self.model.parameters()).dtype),
+                **({"checkpoint": self.checkpoint} if self.checkpoint else {})}
 
     # -- tokenisation
     def encode_pairs(self, queries: Sequence[str], docs: Sequence[DocLike]) -> List[List[int]]:

@@ -243,6 +243,23 @@ def test_changed_configuration_is_refused(docs, enc, tiny_encoder, tmp_path):
         run(enc, lora, corpus, out, chunk_size=5)
 
 
+def test_retrained_adapter_in_the_same_directory_is_not_served_stale(docs, tiny_encoder, tmp_path):
+    """Re-running encode after retraining into the same checkpoint directory must not reuse the old index."""
+    from repllama_pyserini.models import weights_fingerprint
+    from repllama_pyserini.testing import make_random_lora
+    lora = make_random_lora(tiny_encoder["base"], str(tmp_path / "adapter"), seed=1)
+    fp = weights_fingerprint(lora)
+    corpus = write_jsonl(tmp_path / "c.jsonl", docs[:6])
+    out = tmp_path / "idx"
+    run(None, lora, corpus, out)
+    run(None, lora, corpus, out)  # unchanged: the complete index is kept
+    make_random_lora(tiny_encoder["base"], lora, seed=2)  # "retrained" in place
+    assert weights_fingerprint(lora) != fp
+    with pytest.raises(InputError, match="another configuration"):
+        run(None, lora, corpus, out)
+    assert weights_fingerprint(tiny_encoder["lora"]) and weights_fingerprint("some/hub-id") is None
+
+
 def test_merge_lock_of_a_killed_run_is_taken_over(docs, enc, tiny_encoder, tmp_path):
     import socket
     corpus = write_jsonl(tmp_path / "c.jsonl", docs[:5])

@@ -302,6 +302,23 @@ def test_resume_rescores_whole_chunks_bit_identically(tmp_path, reranker):
     assert [json.loads(line)["qid"] for line in open(ckpt).read().splitlines()[1:]] == ["q0", "q1", "q2"]
 
 
+def test_checkpoint_of_a_retrained_adapter_is_refused(tmp_path, tiny_reranker):
+    """Scores checkpointed for one adapter are not resumed after the adapter was retrained in the same directory."""
+    from repllama_pyserini.testing import make_random_lora
+    lora = make_random_lora(tiny_reranker["base"], str(tmp_path / "adapter"), kind="reranker", seed=1)
+    topics = {"q0": QUERIES[0]}
+    run = {"q0": {f"d{j}": float(-j) for j in range(3)}}
+    docs = {f"d{j}": DOCS[j] for j in range(3)}
+    ckpt = str(tmp_path / "ckpt.jsonl")
+    RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, checkpoint=ckpt, progress=False)
+    _, stats = RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, checkpoint=ckpt,
+                                                                  progress=False)
+    assert stats.resumed == 1  # same weights: resumed
+    make_random_lora(tiny_reranker["base"], lora, kind="reranker", seed=2)
+    with pytest.raises(InputError, match="other settings"):
+        RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, checkpoint=ckpt, progress=False)
+
+
 # ------------------------------------------------------------------------------------------- corpus lookup
 def test_corpus_layouts(tmp_path):
     want = {"1", "3", "404"}

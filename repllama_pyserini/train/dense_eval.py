@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..io import InputError, Run, atomic_write, iter_corpus, run_cli, write_run
+from ..models import checkpoint_identity
 
 META = "embeddings.json"
 
@@ -32,7 +33,7 @@ def encode_corpus(encoder, corpus: str, work: Optional[str] = None, chunk: int =
     docs = list(iter_corpus(corpus))
     docids = [d for d, _, _ in docs]
     p = encoder.preset
-    settings = {"corpus": os.path.abspath(corpus), "documents": len(docs), "model": p.model,
+    settings = {"corpus": os.path.abspath(corpus), "documents": len(docs), **checkpoint_identity(p.model, p.base_model),
                 "passage_max_length": p.passage_max_length, "passage_prefix": p.passage_prefix,
                 "pooling": p.pooling, "normalize": p.normalize, "chunk": chunk}
     if work:
