@@ -57,7 +57,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .io import (InputError, Qrels, Run, atomic_write, open_text, read_qrels, read_run, read_topics, require_file,
-                 run_cli)
+                 run_cli, split_lines)
 
 __all__ = ["Metric", "Preset", "PRESETS", "DEFAULT_METRICS", "parse_metric", "resolve_metrics", "get_preset",
            "infer_preset", "evaluate", "trec_ranking", "truncate_run", "load_run", "load_qrels", "coverage",
@@ -295,21 +295,17 @@ def truncate_run(run: Run, depth: int) -> Run:
 def _read_msmarco_run(path: str) -> Run:
     """MS MARCO run ``qid \\t docid \\t rank``; score = 1/rank, as Pyserini's trec_eval converts it."""
     run: Run = defaultdict(dict)
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 3:
-                raise InputError(f"{path}:{lineno}: expected 'qid docid rank' like the lines before, "
-                                 f"got {len(parts)} fields")
-            try:
-                rank = int(parts[2])
-                if rank < 1:
-                    raise ValueError
-            except ValueError:
-                raise InputError(f"{path}:{lineno}: rank {parts[2]!r} is not a positive integer") from None
-            run[parts[0]][parts[1]] = 1.0 / rank
+    for lineno, parts in split_lines(path):
+        if len(parts) != 3:
+            raise InputError(f"{path}:{lineno}: expected 'qid docid rank' like the lines before, "
+                             f"got {len(parts)} fields")
+        try:
+            rank = int(parts[2])
+            if rank < 1:
+                raise ValueError
+        except ValueError:
+            raise InputError(f"{path}:{lineno}: rank {parts[2]!r} is not a positive integer") from None
+        run[parts[0]][parts[1]] = 1.0 / rank
     return dict(run)
 
 

@@ -139,29 +139,34 @@ def read_topics(path: str) -> Dict[str, str]:
     return topics
 
 
-def read_qrels(path: str) -> Qrels:
-    """TREC qrels ``qid iter docid rel`` (whitespace separated); BEIR ``qrels/*.tsv`` (``qid docid rel``, header)."""
-    qrels: Qrels = defaultdict(dict)
+def split_lines(path: str) -> Iterator[Tuple[int, List[str]]]:
+    """``(line number, whitespace-separated fields)`` of every non-blank line of a (gzipped) text file."""
     with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             parts = line.split()
-            if not parts:
+            if parts:
+                yield lineno, parts
+
+
+def read_qrels(path: str) -> Qrels:
+    """TREC qrels ``qid iter docid rel`` (whitespace separated); BEIR ``qrels/*.tsv`` (``qid docid rel``, header)."""
+    qrels: Qrels = defaultdict(dict)
+    for lineno, parts in split_lines(path):
+        if len(parts) == 4:
+            qid, _, docid, rel = parts
+        elif len(parts) == 3:
+            qid, docid, rel = parts
+        else:
+            raise InputError(f"{path}:{lineno}: expected 'qid Q0 docid rel'")
+        try:
+            value = float(rel)
+        except ValueError:
+            if lineno == 1 and len(parts) == 3:  # BEIR header "query-id corpus-id score"
                 continue
-            if len(parts) == 4:
-                qid, _, docid, rel = parts
-            elif len(parts) == 3:
-                qid, docid, rel = parts
-            else:
-                raise InputError(f"{path}:{lineno}: expected 'qid Q0 docid rel'")
-            try:
-                value = float(rel)
-            except ValueError:
-                if lineno == 1 and len(parts) == 3:  # BEIR header "query-id corpus-id score"
-                    continue
-                raise InputError(f"{path}:{lineno}: relevance {rel!r} is not a number") from None
-            if value != int(value):
-                raise InputError(f"{path}:{lineno}: relevance {rel!r} is not an integer")
-            qrels[qid][docid] = int(value)
+            raise InputError(f"{path}:{lineno}: relevance {rel!r} is not a number") from None
+        if value != int(value):
+            raise InputError(f"{path}:{lineno}: relevance {rel!r} is not an integer")
+        qrels[qid][docid] = int(value)
     if not qrels:
         raise InputError(f"no judgments in {path}")
     return dict(qrels)
@@ -170,22 +175,18 @@ def read_qrels(path: str) -> Qrels:
 def read_run(path: str) -> Run:
     """TREC run ``qid Q0 docid rank score tag`` -> ``{qid: {docid: score}}``."""
     run: Run = defaultdict(dict)
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise InputError(f"{path}:{lineno}: expected 'qid Q0 docid rank score tag', got {len(parts)} fields")
-            try:
-                score = float(parts[4])
-            except ValueError:
-                raise InputError(f"{path}:{lineno}: score {parts[4]!r} is not a number") from None
-            if score != score or score in (float("inf"), float("-inf")):
-                raise InputError(f"{path}:{lineno}: score {parts[4]!r} is not finite")
-            if parts[2] in run[parts[0]]:
-                raise InputError(f"{path}:{lineno}: document {parts[2]!r} listed twice for query {parts[0]!r}")
-            run[parts[0]][parts[2]] = score
+    for lineno, parts in split_lines(path):
+        if len(parts) != 6:
+            raise InputError(f"{path}:{lineno}: expected 'qid Q0 docid rank score tag', got {len(parts)} fields")
+        try:
+            score = float(parts[4])
+        except ValueError:
+            raise InputError(f"{path}:{lineno}: score {parts[4]!r} is not a number") from None
+        if score != score or score in (float("inf"), float("-inf")):
+            raise InputError(f"{path}:{lineno}: score {parts[4]!r} is not finite")
+        if parts[2] in run[parts[0]]:
+            raise InputError(f"{path}:{lineno}: document {parts[2]!r} listed twice for query {parts[0]!r}")
+        run[parts[0]][parts[2]] = score
     return dict(run)
 
 
