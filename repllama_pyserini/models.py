@@ -138,31 +138,41 @@ def load_tokenizer(name: str, padding_side: str = "right"):
     return tok
 
 
+MODEL_CLASSES = {"encoder": "AutoModel", "reranker": "AutoModelForSequenceClassification",
+                 "causal": "AutoModelForCausalLM"}
+
+
+def load_base(name: str, kind: str, dtype: torch.dtype, attn_implementation: str,
+              pad_token_id: Optional[int] = None, **kwargs):
+    """``from_pretrained`` of the transformers class for ``kind`` (a reranker gets one label); a load failure is one
+    line; the pad id is set when the config has none. Shared by inference and training."""
+    import transformers
+    if kind not in MODEL_CLASSES:
+        raise ValueError(f"unknown model kind {kind!r}")
+    if kind == "reranker":
+        kwargs["num_labels"] = 1
+    try:
+        model = getattr(transformers, MODEL_CLASSES[kind]).from_pretrained(
+            name, dtype=dtype, attn_implementation=attn_implementation, **kwargs)
+    except OSError as e:
+        raise InputError(f"cannot load model {name}: {str(e).splitlines()[0]}") from None
+    if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = pad_token_id
+    return model
+
+
 def load_model(model_name_or_path: str, kind: str = "encoder", base_model: Optional[str] = None,
                dtype: Optional[str] = None, device: Optional[str] = None,
                attn_implementation: Optional[str] = None, merge: bool = True,
                pad_token_id: Optional[int] = None) -> Tuple[torch.nn.Module, ResolvedModel]:
     """Load base (+ merged LoRA) for ``kind`` in {'encoder', 'reranker', 'causal'}; eval mode, on ``device``."""
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+    if kind not in MODEL_CLASSES:
+        raise ValueError(f"unknown model kind {kind!r}")
     resolved = resolve_model(model_name_or_path, base_model)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    kwargs = dict(dtype=torch_dtype, attn_implementation=resolve_attn_implementation(attn_implementation, dev, torch_dtype))
-    if kind == "encoder":
-        cls = AutoModel
-    elif kind == "reranker":
-        cls = AutoModelForSequenceClassification
-        kwargs["num_labels"] = 1
-    elif kind == "causal":
-        cls = AutoModelForCausalLM
-    else:
-        raise ValueError(f"unknown model kind {kind!r}")
-    try:
-        model = cls.from_pretrained(resolved.base, **kwargs)
-    except OSError as e:
-        raise InputError(f"cannot load base model {resolved.base}: {str(e).splitlines()[0]}") from None
-    if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = pad_token_id
+    model = load_base(resolved.base, kind, torch_dtype,
+                      resolve_attn_implementation(attn_implementation, dev, torch_dtype), pad_token_id)
     if resolved.adapter:
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, resolved.adapter)

@@ -100,21 +100,11 @@ def _device() -> torch.device:
 
 def load_backbone(model_args, training_args, kind: str, pad_token_id: Optional[int] = None):
     """The base decoder for ``kind`` ('encoder' -> AutoModel, 'reranker' -> sequence classifier, one label)."""
-    from transformers import AutoModel, AutoModelForSequenceClassification
-    from ..models import resolve_attn_implementation
+    from ..models import load_base, resolve_attn_implementation
     dtype = train_dtype(model_args, training_args)
-    kwargs = dict(dtype=dtype, cache_dir=model_args.cache_dir,
-                  attn_implementation=resolve_attn_implementation(model_args.attn_implementation, _device(), dtype))
-    cls = AutoModel
-    if kind == "reranker":
-        cls = AutoModelForSequenceClassification
-        kwargs["num_labels"] = 1
-    try:
-        model = cls.from_pretrained(model_args.model_name_or_path, **kwargs)
-    except OSError as e:
-        raise InputError(f"cannot load model {model_args.model_name_or_path}: {str(e).splitlines()[0]}") from None
-    if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = pad_token_id
+    model = load_base(model_args.model_name_or_path, kind, dtype,
+                      resolve_attn_implementation(model_args.attn_implementation, _device(), dtype), pad_token_id,
+                      cache_dir=model_args.cache_dir)
     model.config.use_cache = False
     return model
 
