@@ -161,6 +161,25 @@ def load_base(name: str, kind: str, dtype: torch.dtype, attn_implementation: str
     return model
 
 
+def load_adapter(model, adapter: str, kind: str, **kwargs):
+    """``PeftModel.from_pretrained``, refusing an adapter whose weights do not fit the model (peft only warns, and
+    then the model runs without them: e.g. an encoder adapter given as a reranker, or the other way round)."""
+    import warnings
+    from peft import PeftModel
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = PeftModel.from_pretrained(model, adapter, **kwargs)
+    for w in caught:
+        msg = str(w.message)
+        if "missing adapter keys" in msg:
+            other = "encoder" if kind == "reranker" else "reranker"
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise InputError(f"the LoRA adapter {adapter} does not fit {article} {kind} model: its weights have no "
+                             f"place in it (is it a {other} adapter?)")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return model
+
+
 def load_model(model_name_or_path: str, kind: str = "encoder", base_model: Optional[str] = None,
                dtype: Optional[str] = None, device: Optional[str] = None,
                attn_implementation: Optional[str] = None, merge: bool = True,
@@ -174,8 +193,7 @@ def load_model(model_name_or_path: str, kind: str = "encoder", base_model: Optio
     model = load_base(resolved.base, kind, torch_dtype,
                       resolve_attn_implementation(attn_implementation, dev, torch_dtype), pad_token_id)
     if resolved.adapter:
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, resolved.adapter)
+        model = load_adapter(model, resolved.adapter, kind)
         if merge:
             model = model.merge_and_unload()
     model.to(dev).eval()

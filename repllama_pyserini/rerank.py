@@ -292,6 +292,10 @@ class Reranker:
         if stats.missing_docs and on_missing == "fail":
             raise InputError(f"{stats.missing_docs} candidates are absent from the corpus "
                              f"(e.g. {stats.missing_docids[0]!r}); pass --on-missing drop to skip them")
+        if run and not any(todo.values()):  # nothing left to score: a wrong corpus or topics file, not a result
+            what = (f"all {stats.missing_docs} candidates are absent from the corpus (e.g. "
+                    f"{stats.missing_docids[0]!r})" if stats.missing_docs else "no run query has topic text")
+            raise InputError(f"nothing to rerank: {what}; is it the right corpus / topics file?")
         ckpt = None
         results: Dict[str, List[Tuple[str, float]]] = {}
         if checkpoint:

@@ -240,6 +240,11 @@ def test_rerank_run_bad_input():
         r.rerank_run({"q1": "x", "q2": "y"}, {k: run[k] for k in ("q1", "q2")}, docs, on_missing="fail")
     with pytest.raises(InputError, match="no topic text"):
         r.rerank_run(topics, run, docs, on_missing="fail")
+    # nothing at all to score (wrong corpus, wrong topics): an error, not an empty run and exit status 0
+    with pytest.raises(InputError, match=r"nothing to rerank: all 7 candidates are absent"):
+        r.rerank_run(topics, run, {"zz": Doc("", "z")})
+    with pytest.raises(InputError, match="nothing to rerank: no run query has topic text"):
+        r.rerank_run({"other": "x"}, run, docs)
 
 
 # --------------------------------------------------------------------------------------------------- resume
@@ -300,6 +305,15 @@ def test_resume_rescores_whole_chunks_bit_identically(tmp_path, reranker):
     assert stats.resumed == 1 and stats.pairs == 3 * len(DOCS)  # q0's chunk again, and q2's
     assert out == full  # exactly equal, not just close
     assert [json.loads(line)["qid"] for line in open(ckpt).read().splitlines()[1:]] == ["q0", "q1", "q2"]
+
+
+def test_adapter_of_the_other_kind_is_refused(tiny_encoder, tiny_reranker):
+    """peft only warns when an adapter's weights do not fit (the model then runs without them): we refuse."""
+    from repllama_pyserini.encoder import RepLLaMAEncoder
+    with pytest.raises(InputError, match="does not fit a reranker model"):
+        RankLLaMAReranker.from_pretrained(tiny_encoder["lora"])
+    with pytest.raises(InputError, match="does not fit an encoder model"):
+        RepLLaMAEncoder(tiny_reranker["lora"])
 
 
 def test_checkpoint_of_a_retrained_adapter_is_refused(tmp_path, tiny_reranker):

@@ -112,9 +112,11 @@ def load_backbone(model_args, training_args, kind: str, pad_token_id: Optional[i
 def add_lora(model, model_args, task_type: str):
     """Wrap ``model`` with a fresh LoRA adapter (or ``--lora_name_or_path``'s, trainable); the adapter config names
     the base by absolute path when it is a local directory, so ``models.load_model(output_dir)`` finds it."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, get_peft_model
+    from ..models import load_adapter
     if model_args.lora_name_or_path:
-        peft_model = PeftModel.from_pretrained(model, model_args.lora_name_or_path, is_trainable=True)
+        kind = "reranker" if task_type == "SEQ_CLS" else "encoder"
+        peft_model = load_adapter(model, model_args.lora_name_or_path, kind, is_trainable=True)
     else:
         cfg = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
                          target_modules=model_args.target_modules, task_type=task_type, inference_mode=False)
