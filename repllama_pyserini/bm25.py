@@ -22,7 +22,7 @@ from typing import Dict, Optional
 
 from tqdm import tqdm
 
-from .io import InputError, Run, iter_corpus, read_topics, run_cli, write_run
+from .io import InputError, Run, iter_corpus, make_temp_dir, read_topics, run_cli, write_run
 
 FIELDS = ("flat", "multifield")
 MULTIFIELD_WEIGHTS = {"contents": 1.0, "title": 1.0}
@@ -69,7 +69,7 @@ def build_index(corpus: str, index_dir: str, fields: str = "flat", threads: int 
     os.makedirs(parent, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent, prefix=".collection-") as coll:
         n = write_json_collection(corpus, coll, fields)
-        tmp_index = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(index_dir) + ".tmp-")
+        tmp_index = make_temp_dir(index_dir)
         cmd = [sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection", "--input", coll,
                "--index", tmp_index, "--generator", "DefaultLuceneDocumentGenerator", "--threads", str(threads),
                "--storePositions", "--storeDocvectors", "--storeRaw"]

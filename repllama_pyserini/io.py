@@ -206,11 +206,28 @@ def atomic_write(path: str, mode: str = "w", encoding: Optional[str] = "utf-8"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a normal file respects the umask
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(final: str) -> str:
+    """A temporary directory next to ``final`` (to be renamed onto it when complete), with the permissions of a
+    directory made by ``mkdir`` (``tempfile.mkdtemp`` makes 0700)."""
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(final))}.tmp-")
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return tmp
 
 
 def write_run(run: Run, path: str, tag: str = "repllama-pyserini", depth: Optional[int] = None) -> None:

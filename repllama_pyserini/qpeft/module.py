@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..io import InputError
+from ..io import InputError, make_temp_dir
 
 VARIANTS = ("R", "A")
 CONFIG_NAME = "qpeft_config.json"
@@ -194,9 +193,7 @@ class QPeftModule(nn.Module):
         changed = (e != base).any(1).nonzero()[:, 0]
         tensors["embed_delta.index"] = changed.contiguous()
         tensors["embed_delta.rows"] = e[changed].contiguous()
-        parent = os.path.dirname(os.path.abspath(out_dir))
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.tmp-")
+        tmp = make_temp_dir(out_dir)
         try:
             save_file(tensors, os.path.join(tmp, WEIGHTS_NAME), metadata={"format": self.config.format})
             with open(os.path.join(tmp, CONFIG_NAME), "w", encoding="utf-8") as f:
