@@ -24,6 +24,7 @@ that default is ignored in favour of the preset's passage length, an explicit ``
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -33,6 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from . import pyserini_plugin as _plugin
+
+logger = logging.getLogger(__name__)
 
 # Importing pyserini.encode runs the plugin's register(), which imports this very module: keep it from
 # registering while this module is half-defined; it is registered at the bottom of this file instead.
@@ -322,6 +325,12 @@ class RepLLaMADocumentEncoder(DocumentEncoder):
             kwargs.pop(ignored, None)
         names = self.encoder.preset.passage_fields
         fields = {k[:-1]: v for k, v in kwargs.items() if k.endswith("s") and k[:-1] in names}
+        absent = [n for n in names if n != "text" and n not in fields and not (n == "title" and titles is not None)]
+        if absent and not getattr(self, "_warned_fields", False):
+            self._warned_fields = True
+            logger.warning("pyserini.encode passed no %s: documents are encoded without them (the model expects "
+                           "%s); give both the input and the encoder sections --fields %s", "/".join(absent),
+                           " + ".join(names), " ".join(names))
         return self.encoder.encode_passages(texts, titles, max_length=_explicit_pyserini_max_length(max_length),
                                             **fields)
 

@@ -214,6 +214,17 @@ def test_pyserini_classes(tiny_encoder, card):
         RepLLaMAQueryEncoder()
 
 
+def test_pyserini_encode_without_titles_warns_once(tiny_encoder, caplog):
+    """pyserini.encode's encoder section defaults to --fields text: say so instead of silently dropping titles."""
+    de = RepLLaMADocumentEncoder(model_name=tiny_encoder["lora"], device="cpu")
+    with caplog.at_level("WARNING", logger="repllama_pyserini.encoder"):
+        de.encode(texts=["a"], titles=["t"], max_length=16)
+        assert not caplog.records
+        de.encode(texts=["a"], max_length=16)
+        de.encode(texts=["b"], max_length=16)
+    assert len(caplog.records) == 1 and "--fields title text" in caplog.records[0].getMessage()
+
+
 def test_pyserini_name_and_class_resolution(tiny_encoder, tmp_path, monkeypatch):
     """Pyserini picks our classes: by name substring ('repllama' in the hub id or a local path) and by
     --encoder-class repllama, which its argparse accepts."""
