@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import glob
 import os
 import shutil
 import subprocess
@@ -106,6 +107,9 @@ def search(index_dir: str, topics: Dict[str, str], hits: int = 1000, k1: float =
     ``remove_query`` drops a hit whose docid equals the query id (Pyserini's ``--remove-query``)."""
     if not os.path.isdir(index_dir):
         raise InputError(f"index not found: {index_dir}")
+    if not glob.glob(os.path.join(index_dir, "segments_*")):
+        raise InputError(f"{index_dir} is not a Lucene index (no segments_* file); build one with "
+                         f"`python -m repllama_pyserini.bm25 index`")
     from pyserini.search.lucene import LuceneSearcher
     searcher = LuceneSearcher(index_dir)
     searcher.set_bm25(k1, b)

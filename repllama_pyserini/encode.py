@@ -351,6 +351,8 @@ def encode_corpus(model_args: ModelArguments, data_args: DataArguments, enc_args
                                       passage_max_length=data_args.max_length, batch_size=enc_args.batch_size,
                                       max_batch_tokens=enc_args.max_batch_tokens,
                                       pad_to_multiple_of=enc_args.pad_to_multiple_of)
+        if enc_args.merge:
+            check_index_type((index_args or MergeArguments(output=data_args.output)).index_type, encoder.dimension)
         _encode_shard(encoder, files, sdir, manifest, shard_id, num_shards, data_args, enc_args)
     if not enc_args.merge:
         return None
@@ -591,6 +593,19 @@ def _flat_header(d: int, n: int) -> bytes:
     return bytes(out)
 
 
+def check_index_type(index_type: str, d: int) -> None:
+    """Refuse an --index-type Faiss cannot make for dimension ``d`` before hours of encoding, not after."""
+    import faiss
+    spec = _index_spec(index_type, d, 1_000_000)
+    if spec == "Flat":
+        return
+    try:
+        faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise InputError(f"bad --index-type {index_type!r} for {d}-d embeddings: "
+                         f"{str(e).strip().splitlines()[-1]}") from None
+
+
 def _index_spec(spec: str, d: int, n: int) -> str:
     s = INDEX_SHORTCUTS.get(spec.lower(), spec)
     if spec.lower() in ("ivfpq", "ivf-pq"):
@@ -659,13 +674,18 @@ def merge(args: MergeArguments) -> str:
                 index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
             except RuntimeError as e:
                 raise InputError(f"bad --index-type {args.index_type!r}: {str(e).strip().splitlines()[-1]}") from None
-            if not index.is_trained:
-                sample = _training_sample(chunks, d, args.train_size, keep)
-                _log(f"training {spec} on {len(sample)} vectors")
-                index.train(sample)
-            for x, ids in blocks():
-                index.add(x)
-                fd_ids.write("".join(i + "\n" for i in ids))
+            try:
+                if not index.is_trained:
+                    sample = _training_sample(chunks, d, args.train_size, keep)
+                    _log(f"training {spec} on {len(sample)} vectors")
+                    index.train(sample)
+                for x, ids in blocks():
+                    index.add(x)
+                    fd_ids.write("".join(i + "\n" for i in ids))
+            except RuntimeError as e:  # e.g. fewer training vectors than IVF centroids
+                raise InputError(f"Faiss cannot build --index-type {spec} from {n} vectors: "
+                                 f"{str(e).strip().splitlines()[-1]} (the embeddings are kept: rerun the merge "
+                                 f"with another --index-type, e.g. Flat)") from None
             ivf = faiss.try_extract_index_ivf(index)
             if ivf is not None:
                 ivf.nprobe = args.nprobe or max(1, min(ivf.nlist, ivf.nlist // 16 or 1))

@@ -93,3 +93,9 @@ def test_beir_folder_layout_and_judged_topics_only(tmp_path):
     (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n3\td1\t1\n")
     with pytest.raises(InputError, match="judged topics"):
         ds.topics()
+
+
+def test_search_on_a_directory_that_is_not_a_lucene_index(tmp_path):
+    (tmp_path / "index").write_bytes(b"faiss")
+    with pytest.raises(InputError, match="is not a Lucene index"):
+        bm25.search(str(tmp_path), {"q": "x"})

@@ -1,4 +1,5 @@
 """Corpus encoding: formats, the streamed Flat index, resume after a kill, shards + merge, index types, bad input."""
+import glob
 import gzip
 import json
 import os
@@ -273,6 +274,19 @@ def test_merge_lock_of_a_killed_run_is_taken_over(docs, enc, tiny_encoder, tmp_p
     lock.write_text(f"{dead.pid} {socket.gethostname()}\n")  # its process is gone: taken over
     assert run(enc, tiny_encoder["lora"], corpus, out) == str(out)
     assert read_index(out)[0].ntotal == 5
+
+
+def test_index_type_errors_are_early_and_one_line(docs, enc, tiny_encoder, tmp_path):
+    lora = tiny_encoder["lora"]
+    corpus = write_jsonl(tmp_path / "c.jsonl", docs[:10])
+    out = tmp_path / "idx"
+    with pytest.raises(InputError, match="bad --index-type 'bogus' for 64-d"):
+        run(enc, lora, corpus, out, merge_args=MergeArguments(output=str(out), index_type="bogus"))
+    assert not glob.glob(str(out / "chunks" / "*" / "chunk_*"))  # refused before encoding anything
+    with pytest.raises(InputError, match="Faiss cannot build --index-type IVF1000,Flat from 10 vectors"):
+        run(enc, lora, corpus, out, merge_args=MergeArguments(output=str(out), index_type="IVF1000,Flat"))
+    run(enc, lora, corpus, out)  # the kept embeddings make a flat index
+    assert read_index(out)[0].ntotal == 10
 
 
 def test_cli_errors_are_one_line(tmp_path):
