@@ -137,12 +137,12 @@ def main(argv=None) -> None:
     p.add_argument("--remove-query", action=argparse.BooleanOptionalAction, default=None,
                    help="drop hits whose docid is the query id (default: on for BEIR, as Pyserini's 2CR)")
     p.add_argument("--preset", default=None, help="evaluation preset (default: inferred from the qrels)")
-    p.add_argument("--work", default=None, help="outputs (default: runs/pipeline/NAME)")
+    p.add_argument("--work", default=None, help="outputs (default: ./runs/pipeline/NAME, under the current directory)")
     p.add_argument("--json", default=None, help="also write the metrics table as JSON")
     p.add_argument("--dry-run", action="store_true")
     args = p.parse_args(argv)
 
-    from .data import REPO_ROOT, beir_dataset
+    from .data import beir_dataset
     from .eval import evaluate, format_table, infer_preset
     corpus, topics_path, qrels_path = args.corpus, args.topics, args.qrels
     preset = args.preset
@@ -164,7 +164,7 @@ def main(argv=None) -> None:
     if missing:
         raise InputError(f"{len(missing)} judged topics (e.g. {missing[0]!r}) are absent from {topics_path}")
     topics = {q: t for q, t in topics.items() if q in qrels}
-    args.work = os.path.abspath(args.work or os.path.join(REPO_ROOT, "runs", "pipeline", name))
+    args.work = os.path.abspath(args.work or os.path.join("runs", "pipeline", name))
     os.makedirs(args.work, exist_ok=True)
     topics_file = _write_topics(topics, os.path.join(args.work, "topics.tsv"))
 

@@ -160,7 +160,7 @@ class Context:
     def __init__(self, reg: Regression, data: Optional[str], work: Optional[str], strict: bool = True):
         self.reg, self.strict = reg, strict
         self.values = {"data": data_dir(data), "python": sys.executable, "repo": REPO_ROOT,
-                       "work": os.path.abspath(os.path.join(work or os.path.join(REPO_ROOT, "runs", "regressions"),
+                       "work": os.path.abspath(os.path.join(work or os.path.join("runs", "regressions"),
                                                             reg.name))}
         self.values["shared"] = os.path.join(os.path.dirname(self.values["work"]), "_shared")  # outputs several share
         self.values.update({k: str(v) for k, v in reg.variables.items()})
@@ -368,7 +368,8 @@ def main(argv=None) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--generate-docs-only", action="store_true")
     p.add_argument("--data", default=None)
-    p.add_argument("--work", default=None, help="where outputs go (default: runs/regressions/<name>)")
+    p.add_argument("--work", default=None, help="where outputs go (default: ./runs/regressions/<name>, under the current "
+                   "directory)")
     p.add_argument("--directory", default=REGRESSION_DIR, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
