@@ -249,8 +249,8 @@ def _config_hash(config: dict) -> str:
 
 def load_manifest(sdir: str, config: dict, shard_id: int, num_shards: int) -> dict:
     """The shard's manifest (a fresh one if there is none); refuses a manifest of another configuration;
-    drops temp files and chunks the manifest does not list (a kill between writing and recording)."""
-    os.makedirs(sdir, exist_ok=True)
+    drops temp files and chunks the manifest does not list (a kill between writing and recording). Nothing is
+    created on disk here (a run that fails to load its model leaves no empty folders)."""
     path = os.path.join(sdir, MANIFEST)
     if os.path.isfile(path):
         m = _read_json(path)
@@ -263,7 +263,7 @@ def load_manifest(sdir: str, config: dict, shard_id: int, num_shards: int) -> di
         m = dict(format=FORMAT, config=config, config_hash=_config_hash(config), shard_id=shard_id,
                  num_shards=num_shards, chunks=[], complete=False, dimension=None)
     listed = {c["file"] for c in m["chunks"]}
-    for f in os.listdir(sdir):
+    for f in (os.listdir(sdir) if os.path.isdir(sdir) else []):
         stem = f.split(".")[0]
         if f.endswith(".tmp") or (stem.startswith("chunk_") and stem not in listed):
             os.unlink(os.path.join(sdir, f))
@@ -375,6 +375,7 @@ def _own_lines(files, shard_id, num_shards, skip, max_docs) -> Iterator[Tuple[st
 def _encode_shard(encoder, files, sdir, manifest, shard_id, num_shards, data_args, enc_args) -> None:
     from tqdm import tqdm
 
+    os.makedirs(sdir, exist_ok=True)
     preset = encoder.preset
     max_len = preset.passage_max_length
     consumed = sum(c["consumed"] for c in manifest["chunks"])

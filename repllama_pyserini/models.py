@@ -50,6 +50,33 @@ def resolve_attn_implementation(requested: Optional[str], device: torch.device, 
     return "sdpa"
 
 
+_HUB_CHECKED = False
+
+
+def hub_guard(name: str) -> None:
+    """Before the first Hub lookup of a non-local ``name``: if the Hub cannot be reached (a 3-second probe), switch
+    huggingface_hub / transformers / peft to offline mode, so a model that is not cached fails at once with one line
+    instead of a minute of retries. ``HF_HUB_OFFLINE=1`` skips the probe."""
+    global _HUB_CHECKED
+    if _HUB_CHECKED or os.path.isdir(name):
+        return
+    _HUB_CHECKED = True
+    import socket
+    from urllib.parse import urlparse
+    from huggingface_hub import constants
+    if constants.HF_HUB_OFFLINE:
+        return
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
+    except OSError:
+        import sys
+        print(f"note: {url.hostname} is unreachable: models are looked up in the local Hugging Face cache only",
+              file=sys.stderr)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        constants.HF_HUB_OFFLINE = True
+
+
 def _adapter_config(name: str) -> Optional[dict]:
     """The adapter config of a local dir or hub repo, or None when ``name`` is not a peft adapter."""
     if os.path.isdir(name):
@@ -60,6 +87,7 @@ def _adapter_config(name: str) -> Optional[dict]:
             return json.load(f)
     if os.path.sep in name and name.startswith((".", os.path.sep)):
         raise InputError(f"model directory not found: {name}")
+    hub_guard(name)
     try:
         from huggingface_hub import hf_hub_download
         with open(hf_hub_download(name, "adapter_config.json"), encoding="utf-8") as f:
@@ -128,6 +156,7 @@ def checkpoint_identity(model: str, base_model: Optional[str] = None) -> dict:
 def load_tokenizer(name: str, padding_side: str = "right"):
     """A tokenizer with a pad token (unk, else eos, when it has none) and the given padding side."""
     from transformers import AutoTokenizer
+    hub_guard(name)
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except OSError as e:
@@ -151,6 +180,7 @@ def load_base(name: str, kind: str, dtype: torch.dtype, attn_implementation: str
         raise ValueError(f"unknown model kind {kind!r}")
     if kind == "reranker":
         kwargs["num_labels"] = 1
+    hub_guard(name)
     try:
         model = getattr(transformers, MODEL_CLASSES[kind]).from_pretrained(
             name, dtype=dtype, attn_implementation=attn_implementation, **kwargs)
