@@ -305,3 +305,26 @@ def test_pyserini_default_max_length_is_not_an_override(monkeypatch):
     assert _explicit_pyserini_max_length(256) == 256
     monkeypatch.setattr("sys.argv", ["other.py"])
     assert _explicit_pyserini_max_length(256) == 256
+
+
+def test_unreachable_hub_switches_to_offline_mode(monkeypatch, capsys):
+    """A probe that cannot connect turns on offline mode once, so uncached models fail at once, not after retries."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from repllama_pyserini import models
+    monkeypatch.setattr(models, "_HUB_CHECKED", False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    calls = []
+
+    def refuse(*a, **k):
+        calls.append(a)
+        raise OSError("unreachable")
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    models.hub_guard("some-org/some-model")
+    models.hub_guard("another/model")  # probed once per process
+    assert len(calls) == 1 and constants.HF_HUB_OFFLINE and "unreachable" in capsys.readouterr().err
+    with pytest.raises(InputError, match="cannot load tokenizer some-org/uncached-model"):
+        models.load_tokenizer("some-org/uncached-model")
