@@ -132,11 +132,8 @@ def _add_dataclass(parser: argparse.ArgumentParser, cls, skip=()) -> None:
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        names = [f"--{f.name.replace('_', '-')}"]
-        if "_" in f.name:
-            names.append(f"--{f.name}")
-        names += f.metadata.get("aliases", [])
-        kwargs = dict(dest=f.name, help=f.metadata.get("help"))
+        names = [f"--{f.name.replace('_', '-')}"] + f.metadata.get("aliases", [])
+        kwargs = dict(dest=f.name, help=f.metadata.get("help") or "")
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         tp = f.type if not isinstance(f.type, str) else eval(f.type, globals())  # noqa: S307 (our own annotations)
         base = [a for a in getattr(tp, "__args__", (tp,)) if a is not type(None)][0]
@@ -146,7 +143,12 @@ def _add_dataclass(parser: argparse.ArgumentParser, cls, skip=()) -> None:
             kwargs.update(type=base, required=required, default=None if required else f.default)
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
+        if not required and f.default is not None and "default:" not in kwargs["help"]:
+            kwargs["help"] = (kwargs["help"] + f" (default: {f.default})").strip()
         group.add_argument(*names, **kwargs)
+        if "_" in f.name:  # Tevatron's spelling is accepted too, without cluttering --help
+            hidden = dict(kwargs, help=argparse.SUPPRESS, required=False)
+            group.add_argument(f"--{f.name}", **hidden)
 
 
 def _build(cls, ns: argparse.Namespace):

@@ -58,7 +58,8 @@ def _read_trec(TrecRun, path: str, resort: bool, shown: Optional[str] = None):
     try:
         run = TrecRun(filepath=path, resort=resort)
     except Exception as e:  # pandas parse errors
-        raise InputError(f"cannot read TREC run {shown}: {str(e).splitlines()[0]}") from None
+        raise InputError(f"cannot read TREC run {shown} (expected 'qid Q0 docid rank score tag' lines): "
+                         f"{str(e).splitlines()[0]}") from None
     df = run.run_data
     if len(df) == 0:
         raise InputError(f"empty run: {shown}")

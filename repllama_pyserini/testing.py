@@ -57,8 +57,10 @@ def make_tiny_llama(out_dir: str, texts: Optional[Sequence[str]] = None, kind: s
 
 def make_random_lora(base_dir: str, out_dir: str, kind: str = "encoder", r: int = 4, seed: int = 1,
                      target_modules: List[str] = LORA_TARGETS) -> str:
-    """A LoRA adapter with random (non-zero) A and B, so merging it really changes the model."""
+    """A LoRA adapter with random (non-zero) A and B, so merging it really changes the model. A local base is
+    recorded by absolute path, so the adapter resolves from any working directory."""
     import torch
+    base_dir = os.path.abspath(base_dir) if os.path.isdir(base_dir) else base_dir
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForCausalLM
     cls = {"encoder": AutoModel, "reranker": AutoModelForSequenceClassification, "causal": AutoModelForCausalLM}[kind]
