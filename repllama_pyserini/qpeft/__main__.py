@@ -257,8 +257,9 @@ def cmd_eval(args) -> None:
     if args.json:
         with atomic_write(args.json) as f:
             json.dump(table, f, indent=1)
-    for path, row in table.items():
-        print(path, " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    from ..eval import format_table
+    print(format_table({f"{path} ({row['queries']} q)": {k: v for k, v in row.items() if k != "queries"}
+                        for path, row in table.items()}))
 
 
 def main(argv=None) -> None:
