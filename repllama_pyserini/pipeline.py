@@ -74,7 +74,8 @@ def build_steps(args, topics_file: str, corpus: Optional[str], runs: Dict[str, s
                                       *rm), runs["bm25"]))
     if "dense" in stages or "hybrid" in stages:
         index = os.path.join(w, "index.faiss")
-        enc = ["--encoder", args.encoder] + (["--max-docs", args.max_docs] if args.max_docs else [])
+        enc = ["--encoder", args.encoder] + (["--max-docs", args.max_docs] if args.max_docs else []) + \
+            (["--max-length", args.passage_max_length] if args.passage_max_length else [])
         steps.append(Step("dense-index", _py("repllama_pyserini.encode", "--corpus", corpus, "--output", index,
                                              "--batch-size", args.batch_size, *enc), index, DENSE_DONE))
         runs["dense"] = os.path.join(w, "run.dense.trec")
@@ -130,7 +131,11 @@ def main(argv=None) -> None:
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--hits", type=int, default=1000)
     p.add_argument("--depth", type=int, default=None, help="rerank depth (default: the reranker preset's)")
-    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="reranker: max tokens of a query-document pair (default: the reranker preset's)")
+    p.add_argument("--passage-max-length", type=int, default=None,
+                   help="dense encoder: max passage tokens (default: the encoder preset's; 156 for a model without "
+                        "one, the MS MARCO setting: BEIR corpora with long documents may want 512)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-docs", type=int, default=None, help="encode only the first N docs (smoke tests)")
     p.add_argument("--threads", type=int, default=2)
