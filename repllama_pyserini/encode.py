@@ -249,6 +249,14 @@ def _config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _hash_matches(recorded: Optional[str], config: dict) -> bool:
+    """``recorded`` is this configuration's hash, or the hash it had before weight fingerprints and the preset's
+    kind/depth were recorded (indexes and chunks made by earlier versions stay usable)."""
+    legacy = {k: v for k, v in config.items() if k != "checkpoint"}
+    legacy["preset"] = {k: v for k, v in config["preset"].items() if k not in ("kind", "depth")}
+    return recorded in (_config_hash(config), _config_hash(legacy))
+
+
 def load_manifest(sdir: str, config: dict, shard_id: int, num_shards: int) -> dict:
     """The shard's manifest (a fresh one if there is none); refuses a manifest of another configuration;
     drops temp files and chunks the manifest does not list (a kill between writing and recording). Nothing is
@@ -256,7 +264,7 @@ def load_manifest(sdir: str, config: dict, shard_id: int, num_shards: int) -> di
     path = os.path.join(sdir, MANIFEST)
     if os.path.isfile(path):
         m = _read_json(path)
-        if m.get("config_hash") != _config_hash(config):
+        if not _hash_matches(m.get("config_hash"), config):
             old = m.get("config", {})
             diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
             raise InputError(f"{sdir} holds chunks of another configuration (differs in {diff}); pass "
@@ -336,7 +344,7 @@ def encode_corpus(model_args: ModelArguments, data_args: DataArguments, enc_args
                     os.unlink(f)
     elif os.path.isfile(meta_path) and os.path.isfile(os.path.join(data_args.output, "index")):
         meta = _read_json(meta_path)
-        if meta.get("config_hash") == _config_hash(config):
+        if _hash_matches(meta.get("config_hash"), config):
             _log(f"index already complete: {data_args.output} ({meta.get('num_docs')} docs)")
             return data_args.output
         raise InputError(f"{data_args.output} already holds an index built with another configuration; "

@@ -215,7 +215,15 @@ def atomic_write(path: str, mode: str = "w", encoding: Optional[str] = "utf-8"):
 
 
 def current_umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it where Linux shows it (setting it to read it is racy)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

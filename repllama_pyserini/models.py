@@ -56,7 +56,7 @@ _HUB_CHECKED = False
 def hub_guard(name: str) -> None:
     """Before the first Hub lookup of a non-local ``name``: if the Hub cannot be reached (a 3-second probe), switch
     huggingface_hub / transformers / peft to offline mode, so a model that is not cached fails at once with one line
-    instead of a minute of retries. ``HF_HUB_OFFLINE=1`` skips the probe."""
+    instead of a minute of retries. ``HF_HUB_OFFLINE=1`` or a proxy variable (``HTTPS_PROXY``...) skips the probe."""
     global _HUB_CHECKED
     if _HUB_CHECKED or os.path.isdir(name):
         return
@@ -66,6 +66,9 @@ def hub_guard(name: str) -> None:
     from huggingface_hub import constants
     if constants.HF_HUB_OFFLINE:
         return
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):
+        return  # the Hub may be reachable through the proxy only: let huggingface_hub decide
     url = urlparse(constants.ENDPOINT)
     try:
         socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
@@ -147,6 +150,8 @@ def checkpoint_identity(model: str, base_model: Optional[str] = None) -> dict:
     fingerprints (a retrained adapter in the same directory is then not mistaken for the old one)."""
     def where(x):
         return os.path.abspath(x) if x and os.path.isdir(x) else x
+    if not base_model and model and os.path.isdir(model):  # a local adapter names its base
+        base_model = (_adapter_config(model) or {}).get("base_model_name_or_path")
     out = {"model": where(model), "model_weights": weights_fingerprint(model)}
     if base_model:
         out.update(base_model=where(base_model), base_weights=weights_fingerprint(base_model))
@@ -202,10 +207,10 @@ def load_adapter(model, adapter: str, kind: str, **kwargs):
     for w in caught:
         msg = str(w.message)
         if "missing adapter keys" in msg:
-            other = "encoder" if kind == "reranker" else "reranker"
             article = "an" if kind[0] in "aeiou" else "a"
+            hint = {"encoder": " (is it a reranker adapter?)", "reranker": " (is it an encoder adapter?)"}.get(kind, "")
             raise InputError(f"the LoRA adapter {adapter} does not fit {article} {kind} model: its weights have no "
-                             f"place in it (is it a {other} adapter?)")
+                             f"place in it{hint}")
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return model
 

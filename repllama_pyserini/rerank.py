@@ -146,8 +146,10 @@ class Checkpoint:
                 if obj.get("checkpoint") != self.MAGIC:
                     raise InputError(f"{self.path} is not a rerank checkpoint; delete it or pass --restart")
                 theirs = obj.get("config") or {}
-                if theirs != self.config:
-                    diff = sorted(k for k in set(theirs) | set(self.config) if theirs.get(k) != self.config.get(k))
+                mine = self.config if "checkpoint" in theirs else {k: v for k, v in self.config.items()
+                                                                    if k != "checkpoint"}  # written before weights
+                if theirs != mine:
+                    diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
                     raise InputError(f"checkpoint {self.path} was written with other settings ({', '.join(diff)}); "
                                      f"delete it or pass --restart")
                 header = True

@@ -261,6 +261,16 @@ def test_retrained_adapter_in_the_same_directory_is_not_served_stale(docs, tiny_
     assert weights_fingerprint(tiny_encoder["lora"]) and weights_fingerprint("some/hub-id") is None
 
 
+def test_indexes_made_before_weight_fingerprints_stay_usable():
+    from repllama_pyserini.encode import _config_hash, _hash_matches
+    config = {"encoder": "m", "chunk_size": 8, "preset": {"model": "m", "kind": "encoder", "depth": None},
+              "checkpoint": {"model": "/abs/m", "model_weights": "abc"}}
+    legacy = {"encoder": "m", "chunk_size": 8, "preset": {"model": "m"}}
+    assert _hash_matches(_config_hash(config), config) and _hash_matches(_config_hash(legacy), config)
+    assert not _hash_matches(_config_hash(dict(legacy, chunk_size=9)), config)
+    assert not _hash_matches(_config_hash(dict(config, checkpoint={"model": "/abs/m", "model_weights": "x"})), config)
+
+
 def test_merge_lock_of_a_killed_run_is_taken_over(docs, enc, tiny_encoder, tmp_path):
     import socket
     corpus = write_jsonl(tmp_path / "c.jsonl", docs[:5])

@@ -331,6 +331,13 @@ def test_checkpoint_of_a_retrained_adapter_is_refused(tmp_path, tiny_reranker):
     make_random_lora(tiny_reranker["base"], lora, kind="reranker", seed=2)
     with pytest.raises(InputError, match="other settings"):
         RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, checkpoint=ckpt, progress=False)
+    lines = open(ckpt).read().splitlines()  # a checkpoint written before weights were recorded is still resumed (it cannot tell)
+    head = json.loads(lines[0])
+    del head["config"]["checkpoint"]
+    open(ckpt, "w").write("\n".join([json.dumps(head)] + lines[1:]) + "\n")
+    _, stats = RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, checkpoint=ckpt,
+                                                                  progress=False)
+    assert stats.resumed == 1
 
 
 # ------------------------------------------------------------------------------------------- corpus lookup

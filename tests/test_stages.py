@@ -1,4 +1,4 @@
-"""Cached steps: a complete output is reused only when the same command made it."""
+"""Cached steps: a complete output is reused only when the same command made it from the same inputs."""
 import sys
 
 import pytest
@@ -7,8 +7,14 @@ from repllama_pyserini.io import InputError
 from repllama_pyserini.stages import Step, run_steps
 
 
-def _writer(out, text):
-    return Step("write", [sys.executable, "-c", f"open({str(out)!r}, 'w').write({text!r})"], str(out))
+def _writer(out, text, *extra):
+    return Step("write", [sys.executable, "-c", f"open({str(out)!r}, 'w').write({text!r})", *extra], str(out))
+
+
+def _copier(src, out):
+    """A step reading ``src`` (another step's output) and writing it upper-cased to ``out``."""
+    code = "import sys; open(sys.argv[2], 'w').write(open(sys.argv[1]).read().upper())"
+    return Step("copy", [sys.executable, "-c", code, str(src), str(out)], str(out))
 
 
 def test_changed_command_is_refused_not_reused(tmp_path, capsys):
@@ -23,9 +29,29 @@ def test_changed_command_is_refused_not_reused(tmp_path, capsys):
     out.unlink()  # deleting the output rebuilds it with the new command
     run_steps([_writer(out, "second")], "t")
     assert out.read_text() == "second"
-    other = _writer(out, "second")
-    other.argv[0] = "/another/venv/bin/python"  # another interpreter is the same command
+    other = _writer(out, "second", "--batch-size", "4", "--no-progress")
+    other.argv[0] = "/another/venv/bin/python"  # another interpreter, speed-only flags: the same command
     run_steps([other], "t")
+    with pytest.raises(InputError, match=r"--depth: \(absent\) -> 7"):
+        run_steps([_writer(out, "second", "--depth", "7")], "t")
+
+
+def test_outputs_downstream_of_a_rebuilt_input_are_not_reused(tmp_path):
+    a, b = tmp_path / "index", tmp_path / "run.trec"
+    run_steps([_writer(a, "x"), _copier(a, b)], "t")
+    assert b.read_text() == "X"
+    a.unlink()  # the input is to be rebuilt with another command: its consumer is listed before anything runs
+    with pytest.raises(InputError, match=r"cannot reuse 1 output.*run.trec \(its input .*index is to be rebuilt"):
+        run_steps([_writer(a, "y"), _copier(a, b)], "t")
+    assert not a.exists()
+    b.unlink()
+    run_steps([_writer(a, "y"), _copier(a, b)], "t")
+    assert b.read_text() == "Y"
+    # the input rebuilt by another invocation (only its own step): the consumer notices
+    a.unlink()
+    run_steps([_writer(a, "z")], "t")
+    with pytest.raises(InputError, match="was rebuilt after it"):
+        run_steps([_writer(a, "z"), _copier(a, b)], "t")
 
 
 def test_output_without_a_record_is_kept(tmp_path):

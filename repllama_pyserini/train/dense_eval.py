@@ -42,7 +42,10 @@ def encode_corpus(encoder, corpus: str, work: Optional[str] = None, chunk: int =
         if os.path.isfile(meta):
             with open(meta) as f:
                 old = json.load(f)
-            if old != settings:
+            legacy = "model_weights" not in old and old.get("model") in (p.model, settings["model"]) and \
+                {k: v for k, v in old.items() if k != "model"} == \
+                {k: v for k, v in settings.items() if k in old and k != "model"}  # made before fingerprints
+            if old != settings and not legacy:
                 raise InputError(f"{work} holds embeddings made with other settings; use another --work")
         else:
             with atomic_write(meta) as f:
