@@ -10,7 +10,8 @@
         --fuse bm25 repllama-7b
 
 Every stage is one toolkit (or Pyserini) command writing one output under ``--work``; a rerun skips stages
-whose outputs are complete. ``--dry-run`` prints the commands. At the end the runs are evaluated side by side
+whose outputs are complete, made by the same command from the same inputs (a changed setting lists the outputs it
+makes stale and stops: see :mod:`repllama_pyserini.stages`). ``--dry-run`` prints the commands. At the end the runs are evaluated side by side
 (``repllama_pyserini.eval``; presets follow Pyserini's 2CR conventions for the collection).
 """
 from __future__ import annotations
