@@ -51,6 +51,7 @@ class Evaluation:
     label: str
     run: str
     metrics: List[Metric]
+    only_run_queries: bool = False  # YAML ``queries: run``: the qrels restricted to the run's queries
 
 
 @dataclass
@@ -127,7 +128,11 @@ def load_regression(path: str) -> Regression:
             metrics.append(Metric(_need(m, "name", mw, path), _need(m, "trec_eval", mw, path),
                                   None if expected is None else float(expected), _need(m, "source", mw, path),
                                   float(tol), m.get("tolerance_reason", ""), unverified))
-        evaluations.append(Evaluation(e.get("label", f"run {i}"), _need(e, "run", w, path), metrics))
+        queries = e.get("queries", "all")
+        if queries not in ("all", "run"):
+            raise InputError(f"{path}: field '{w}queries' must be 'all' (every judged query) or 'run' (the run's)")
+        evaluations.append(Evaluation(e.get("label", f"run {i}"), _need(e, "run", w, path), metrics,
+                                      queries == "run"))
     requires = y.get("requires", []) or []
     unknown = [r for r in requires if r not in REQUIREMENTS]
     if unknown:
@@ -239,8 +244,9 @@ def evaluate_regression(reg: Regression, ctx: Context) -> List[dict]:
     rows = []
     for ev in reg.evaluations:
         run = read_run(ctx.sub(ev.run))
+        judged = {q: j for q, j in qrels.items() if q in run} if ev.only_run_queries else qrels
         for m in ev.metrics:
-            got = evaluate(run, qrels, metrics=[trec_eval_metric(m.trec_eval)])
+            got = evaluate(run, judged, metrics=[trec_eval_metric(m.trec_eval)])
             got = next(iter(got.values()))
             rows.append({"evaluation": ev.label, "metric": m.name, "trec_eval": m.trec_eval, "expected": m.expected,
                          "got": round(got, 4), "status": status(got, m), "source": m.source})
@@ -282,7 +288,8 @@ def generate_doc(reg: Regression, ctx: Context) -> str:
         for m in ev.metrics:
             exp = "unverified" if m.expected is None else f"{m.expected:.4f}" + (" (unverified)" if m.unverified else "")
             tol = f"{m.tolerance:g}" + (f" ({m.tolerance_reason})" if m.tolerance_reason else "")
-            lines.append(f"| {ev.label} | {m.name} | `{m.trec_eval}` | {exp} | {tol} | {m.source} |")
+            label = ev.label + (" (the run's queries only)" if ev.only_run_queries else "")
+            lines.append(f"| {label} | {m.name} | `{m.trec_eval}` | {exp} | {tol} | {m.source} |")
     lines += ["", "Check it: `python -m repllama_pyserini.regressions --regression " + reg.name + "`", ""]
     return "\n".join(lines)
 
@@ -314,7 +321,7 @@ folder; do not edit by hand._ One YAML per regression, as in Anserini; each has 
 | `topics`, `qrels` | TREC / TSV topics and TREC qrels |
 | `variables` | extra `${name}` values |
 | `stages[]` | `name`, `command` (a toolkit or Pyserini command line), `output` (file, or folder with `complete_marker`); a complete output is not rebuilt, so a rerun resumes |
-| `evaluations[]` | `label`, `run`, `metrics[]`: `name`, `trec_eval` options, `expected`, `source`, optional `tolerance` (+ `tolerance_reason`), `unverified` |
+| `evaluations[]` | `label`, `run`, optional `queries: run` (score only the run's queries; default `all` judged queries), `metrics[]`: `name`, `trec_eval` options, `expected`, `source`, optional `tolerance` (+ `tolerance_reason`), `unverified` |
 
 Variables in commands and paths: `${data}` (`--data`, `$REPLLAMA_PYSERINI_DATA` or `../shared/ir-data`), `${work}`
 (this regression's output folder), `${shared}` (outputs shared by regressions, e.g. one corpus index), `${python}`,
