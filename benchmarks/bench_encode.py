@@ -26,7 +26,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -43,22 +42,12 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from _common import cpu_name  # noqa: E402
 from repllama_pyserini.data import data_dir  # noqa: E402
 from repllama_pyserini.encoder import RepLLaMAEncoder  # noqa: E402
 
 COLLECTION = "msmarco-passage/collection.dl19-dl20-candidates.tsv.gz"
 MSMARCO_PASSAGES, REPLLAMA_DIM = 8_841_823, 4096
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def read_passages(path, n=None):

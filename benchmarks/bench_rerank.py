@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ import torch  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _common import cpu_name  # noqa: E402
 from repllama_pyserini.corpus_lookup import read_rank_llm_candidates  # noqa: E402
 from repllama_pyserini.data import data_dir  # noqa: E402
 from repllama_pyserini.io import sorted_hits  # noqa: E402
@@ -62,17 +62,6 @@ def matmul_peak(n: int = 2048, reps: int = 5, rounds: int = 3, device: str = "cp
         _sync(device)
         best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t))
     return best
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_pairs(data: str, n_queries: int, depth: int):

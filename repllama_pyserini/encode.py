@@ -54,7 +54,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .io import InputError, _doc_fields, atomic_write, corpus_files, open_text, require_file, run_cli
+from .io import (InputError, _doc_fields, atomic_write, corpus_files, json_object, open_text, require_file,
+                 run_cli)
 
 FORMAT = "repllama-pyserini-chunks/1"
 MANIFEST = "manifest.json"
@@ -212,12 +213,7 @@ def parse_record(f: str, lineno: int, line: str, extra_fields=()) -> Tuple[str, 
         else:
             raise InputError(f"{where}: expected 'docid<TAB>text' (2-4 tab-separated columns), got {len(parts)}")
     else:
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: malformed JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{where}: expected a JSON object")
+        obj = json_object(line, where)
         docid, title, text = _doc_fields(obj, where)
         fields = {"title": title, "text": text}
         for k in ("url", *extra_fields):

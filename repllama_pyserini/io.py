@@ -37,19 +37,23 @@ def open_text(path: str, mode: str = "rt"):
     return open(path, mode, encoding="utf-8")
 
 
+def json_object(line: str, where: str) -> dict:
+    """One JSONL line as a dict; anything else raises ``InputError('where: ...')``."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{where}: malformed JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def jsonl_records(path: str) -> Iterator[Tuple[int, dict]]:
     """Yield ``(line number, object)`` per non-empty line; a malformed line raises ``InputError('file:line: ...')``."""
     with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+            if line.strip():
+                yield lineno, json_object(line, f"{path}:{lineno}")
 
 
 def read_jsonl(path: str) -> Iterator[dict]:

@@ -220,8 +220,6 @@ def load_model(model_name_or_path: str, kind: str = "encoder", base_model: Optio
                attn_implementation: Optional[str] = None, merge: bool = True,
                pad_token_id: Optional[int] = None) -> Tuple[torch.nn.Module, ResolvedModel]:
     """Load base (+ merged LoRA) for ``kind`` in {'encoder', 'reranker', 'causal'}; eval mode, on ``device``."""
-    if kind not in MODEL_CLASSES:
-        raise ValueError(f"unknown model kind {kind!r}")
     resolved = resolve_model(model_name_or_path, base_model)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)

@@ -406,7 +406,7 @@ class RankLLaMAReranker(Reranker):
         if self.head is None:
             raise InputError(f"{type(model).__name__} has no 'score' head: load it as a sequence classifier")
         self.device = next(model.parameters()).device
-        self.checkpoint: Optional[dict] = None  # local checkpoints' weight fingerprints (from_pretrained sets it)
+        self.source: Optional[Tuple[str, Optional[str]]] = None  # (model, base) when loaded by from_pretrained
 
     @classmethod
     def from_pretrained(cls, model_name_or_path: Optional[str] = None, preset: Optional[str] = None,
@@ -418,7 +418,7 @@ class RankLLaMAReranker(Reranker):
         ``preset`` (a preset name or YAML; default: the preset named ``model_name_or_path`` if any), else the
         ``granularity`` defaults ('passage': 512 tokens / depth 200, 'document': 2048 / 100 with the URL);
         keyword ``overrides`` (max_length, depth, batch_size, ...; None ignored) win."""
-        from .models import checkpoint_identity, load_model, load_tokenizer, resolve_model
+        from .models import load_model, load_tokenizer, resolve_model
         p = find_reranker_preset(preset or model_name_or_path)
         if preset and p is None:
             raise InputError(f"unknown reranker preset {preset!r}")
@@ -450,14 +450,15 @@ class RankLLaMAReranker(Reranker):
         model, resolved = load_model(name, kind="reranker", base_model=base_model, dtype=dtype, device=device,
                                      attn_implementation=attn_implementation, pad_token_id=tok.pad_token_id)
         reranker = cls(model, tok, **settings)
-        reranker.checkpoint = checkpoint_identity(name, resolved.base if resolved.adapter else None)
+        reranker.source = (name, resolved.base if resolved.adapter else None)
         return reranker
 
     def fingerprint(self) -> dict:
+        from .models import checkpoint_identity  # weights hashed only when a checkpoint needs them
         return {"reranker": self.name, "max_length": self.max_length, "query_prefix": self.query_prefix,
                 "document_prefix": self.document_prefix, "document_fields": list(self.document_fields),
                 "dtype": str(next(self.model.parameters()).dtype),
-                **({"checkpoint": self.checkpoint} if self.checkpoint else {})}
+                **({"checkpoint": checkpoint_identity(*self.source)} if self.source else {})}
 
     # -- tokenisation
     def encode_pairs(self, queries: Sequence[str], docs: Sequence[DocLike]) -> List[List[int]]:

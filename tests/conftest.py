@@ -41,3 +41,14 @@ def tiny_reranker(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_causal(tmp_path_factory):
     return _tiny(tmp_path_factory, "causal")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is faster, and immune to spin-waiting when the cores are shared
+    (``pytestmark = pytest.mark.usefixtures("one_thread")``); the thread count is restored after the module."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -25,13 +25,7 @@ DOCS = [Doc("Paris", "paris is the capital and most populous city of france"),
         Doc("Fox", "the quick brown fox jumps over the lazy dog " * 12)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster, and immune to spin-waiting when the cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

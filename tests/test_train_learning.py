@@ -10,17 +10,11 @@ real pretrained decoder in docs/training-cpu.md (SmolLM2-135M).
 import os
 
 import pytest
-import torch
 
 N_TRAIN, N_DEV, DEPTH = 700, 100, 30
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

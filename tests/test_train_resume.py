@@ -43,12 +43,7 @@ def _argv(base, out, data):
             "--max_steps", "6", "--save_steps", "2", "--logging_steps", "1", "--seed", "11", "--use_cpu", "True"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_resumed_run_continues_like_the_uninterrupted_one(tiny_encoder, tmp_path):

@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..io import InputError, open_text
+from ..io import InputError, jsonl_records, open_text
 
 
 @dataclass
@@ -73,25 +73,16 @@ def _passages(obj: dict, key: str, where: str) -> List[Passage]:
 def read_tevatron(path: str, require_positive: bool = True) -> List[Example]:
     """Tevatron training JSONL (``query_id``/``query``/``positive_passages``/``negative_passages``)."""
     out: List[Example] = []
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: malformed JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            query = obj.get("query")
-            if not isinstance(query, str) or not query.strip():
-                raise InputError(f"{where}: missing or empty 'query'")
-            pos = _passages(obj, "positive_passages", where)
-            if require_positive and not pos:
-                raise InputError(f"{where}: no 'positive_passages'")
-            qid = str(obj.get("query_id", obj.get("qid", lineno)))
-            out.append(Example(qid, query, pos, _passages(obj, "negative_passages", where)))
+    for lineno, obj in jsonl_records(path):
+        where = f"{path}:{lineno}"
+        query = obj.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise InputError(f"{where}: missing or empty 'query'")
+        pos = _passages(obj, "positive_passages", where)
+        if require_positive and not pos:
+            raise InputError(f"{where}: no 'positive_passages'")
+        qid = str(obj.get("query_id", obj.get("qid", lineno)))
+        out.append(Example(qid, query, pos, _passages(obj, "negative_passages", where)))
     if not out:
         raise InputError(f"no training examples in {path}")
     return out
