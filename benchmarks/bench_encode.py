@@ -1,7 +1,7 @@
 """Encoding benchmark (not a test): throughput, MFU, peak RSS, and what compressed index types cost in quality.
 
     python benchmarks/bench_encode.py [--texts 48] [--queries 96] [--threads 1 2] [--model random-llama|smollm2|PATH]
-                                      [--rss-sizes 2000 16000]
+                                      [--rss-sizes 2000 16000] [--smoke (tiny sizes, output in the temp dir)]
 
 1. Peak: the best fp32 matmul rate of this machine (``torch.mm``, square 1024-4096), the MFU denominator.
 2. Throughput on the same texts (real MS MARCO passages; real TREC DL queries), same model object, same run,
@@ -14,7 +14,7 @@
    Texts are kept to those within the max length, so every way processes exactly the same tokens; useful
    (non-pad) tokens/s and FLOP/s are reported. FLOPs: 2 x (matmul weights) per token + causal attention
    (2 x 2 x layers x width x L^2 / 2 per sequence). MFU = achieved FLOP/s / measured peak.
-3. Peak RSS of ``python -m repllama_pyserini.encode`` (tiny model) on two corpus sizes (must stay flat).
+3. Peak RSS of ``python -m repllama_pyserini.dense encode`` (tiny model) on two corpus sizes (must stay flat).
 4. Index types (Faiss factory) built by ``merge`` from the larger corpus's chunks: size, and agreement with the
    exact Flat ranking for real queries (TREC DL19+DL20): overlap of the top 10 / top 100.
 
@@ -38,13 +38,13 @@ import torch
 import torch.nn.functional as F
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, "tests")]  # tests/: tiny_models, the random test checkpoints
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _common import cpu_name  # noqa: E402
-from repllama_pyserini.data import data_dir  # noqa: E402
-from repllama_pyserini.encoder import RepLLaMAEncoder  # noqa: E402
+from repllama_pyserini.dense import RepLLaMAEncoder  # noqa: E402
+from repllama_pyserini.formats import data_dir, read_topics  # noqa: E402
 
 COLLECTION = "msmarco-passage/collection.dl19-dl20-candidates.tsv.gz"
 MSMARCO_PASSAGES, REPLLAMA_DIM = 8_841_823, 4096
@@ -61,9 +61,9 @@ def read_passages(path, n=None):
     return out
 
 
-def peak_matmul_flops(repeats=5):
+def peak_matmul_flops(repeats=5, sizes=(1024, 2048, 4096)):
     best = 0.0
-    for n in (1024, 2048, 4096):
+    for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
         a @ b
         for _ in range(repeats):
@@ -75,7 +75,7 @@ def peak_matmul_flops(repeats=5):
 
 def make_random_llama(out_dir, texts, hidden, layers, intermediate, heads):
     from transformers import LlamaConfig, LlamaModel
-    from repllama_pyserini.testing import make_tokenizer
+    from tiny_models import make_tokenizer
     tok = make_tokenizer(out_dir, texts, vocab_size=8000)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
@@ -173,9 +173,9 @@ def _padding(lengths, bs, sort):
 
 def peak_rss(model_dir, corpus, n_docs, work, max_length=64):
     out = os.path.join(work, f"idx-{n_docs}")
-    cmd = [sys.executable, "-m", "repllama_pyserini.encode", "--corpus", corpus, "--encoder", model_dir, "--output",
-           out, "--max-docs", str(n_docs), "--max-length", str(max_length), "--chunk-size", "512", "--batch-size", "32",
-           "--no-progress", "--keep-chunks"]
+    cmd = [sys.executable, "-m", "repllama_pyserini.dense", "encode", "--corpus", corpus, "--encoder", model_dir,
+           "--output", out, "--max-docs", str(n_docs), "--max-length", str(max_length), "--chunk-size", "512",
+           "--batch-size", "32", "--no-progress", "--keep-chunks"]  # chunks kept (in OUTPUT.job) for index_types
     t = time.time()
     env = dict(os.environ, OMP_NUM_THREADS="1")  # a 64-wide model gains nothing from threads on a shared box
     p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -189,18 +189,20 @@ def peak_rss(model_dir, corpus, n_docs, work, max_length=64):
 
 
 def import_baseline_rss():
-    """Peak RSS of a process that only imports the encoder stack (torch, transformers, Pyserini + its JVM)."""
-    p = subprocess.Popen([sys.executable, "-c", "import repllama_pyserini.encode, repllama_pyserini.encoder"],
-                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    """Peak RSS of a process that only imports the encoder stack (the encode CLI's modules); the libraries it loads."""
+    code = ("import sys, repllama_pyserini.dense.__main__, repllama_pyserini.dense.encode, repllama_pyserini.dense."
+            "encoder; print(*[m for m in ('torch', 'transformers', 'peft', 'faiss', 'pyserini', 'jnius') "
+            "if m in sys.modules])")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
-    _, _, usage = os.wait4(p.pid, 0)
-    return round(usage.ru_maxrss / 1024, 1)
+    _, _, usage = os.wait4(p.pid, 0)  # its few bytes of output fit in the pipe
+    with p.stdout:
+        return round(usage.ru_maxrss / 1024, 1), p.stdout.read().decode().split()
 
 
 def index_types(index_dir, model_dir, ir, specs, k_small=10, k_large=100):
     import faiss
-    from repllama_pyserini.encode import MergeArguments, merge
-    from repllama_pyserini.io import read_topics
+    from repllama_pyserini.dense.encode import EncodeSettings, merge
     tq = os.path.join(ir, "topics-and-qrels")
     topics = {**read_topics(os.path.join(tq, "topics.dl19-passage.txt")),
               **read_topics(os.path.join(tq, "topics.dl20.txt"))}
@@ -214,8 +216,8 @@ def index_types(index_dir, model_dir, ir, specs, k_small=10, k_large=100):
     for spec in specs:
         out = index_dir + "-" + spec.replace(",", "_")
         t = time.time()
-        merge(MergeArguments(output=out, work_dir=os.path.join(index_dir, "chunks"), index_type=spec,
-                             keep_chunks=True, overwrite=True))
+        merge(EncodeSettings(output=out, work_dir=index_dir.rstrip(os.sep) + ".job", index_type=spec,
+                             keep_chunks=True, overwrite=True), by_hand=True)
         build = time.time() - t
         idx = faiss.read_index(os.path.join(out, "index"))
         _, got = idx.search(q, k_large)
@@ -279,9 +281,9 @@ def write_markdown(res, path):
                      f"{r['speedup_vs_model_card']:.2f}x | {t['max_abs_diff_vs_model_card'][name]:.1e} |")
         L.append("")
     r = res["rss"]
-    L += ["## Peak RSS of `python -m repllama_pyserini.encode` (tiny model, chunk 512, 1 thread)", "",
-          f"A process that only imports the stack (torch, transformers, Pyserini and its JVM) peaks at "
-          f"{res['import_baseline_rss_mb']:.0f} MB.", "",
+    L += ["## Peak RSS of `python -m repllama_pyserini.dense encode` (tiny model, chunk 512, 1 thread)", "",
+          f"A process that only imports the stack ({', '.join(res['import_baseline_modules']) or 'nothing heavy'}) "
+          f"peaks at {res['import_baseline_rss_mb']:.0f} MB.", "",
           "| documents | peak RSS (MB) | above import baseline (MB) | seconds | Flat index (MB) |",
           "|---:|---:|---:|---:|---:|"]
     L += [f"| {x['docs']:,} | {x['peak_rss_mb']:.0f} | {x['above_import_baseline_mb']:.0f} | {x['seconds']:.0f} | "
@@ -320,6 +322,12 @@ def main():
     ap.add_argument("--index-types", nargs="+", default=["SQfp16", "HNSW32", "ivfpq"])
     ap.add_argument("--json", default=os.path.join(REPO, "docs", "benchmark-encode.json"))
     ap.add_argument("--md", default=os.path.join(REPO, "docs", "benchmark-encode.md"))
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, meaningless numbers, output in the temp dir")
+    ap.set_defaults(llama=(1024, 4, 2816, 8), peak_sizes=(1024, 2048, 4096))  # random-llama: hidden, layers, MLP, heads
+    if "--smoke" in sys.argv[1:]:  # explicit flags still win
+        tmp = os.path.join(tempfile.gettempdir(), "benchmark-encode.smoke")
+        ap.set_defaults(texts=4, queries=4, threads=[1], repeats=1, rss_sizes=[200, 400], llama=(128, 2, 352, 4),
+                        peak_sizes=(256, 512), json=tmp + ".json", md=tmp + ".md")
     args = ap.parse_args()
     ir = data_dir()
     passages = read_passages(os.path.join(ir, COLLECTION))
@@ -329,20 +337,19 @@ def main():
         rng = random.Random(0)
         passage_pool = [t for _, t in rng.sample(passages, min(len(passages), args.texts * 3))]
         tq = os.path.join(ir, "topics-and-qrels")
-        from repllama_pyserini.io import read_topics
         query_pool = list(read_topics(os.path.join(tq, "topics.dl19-passage.txt")).values()) + \
             list(read_topics(os.path.join(tq, "topics.dl20.txt")).values())
         results, encoders = [], {}
         for threads in args.threads:
             torch.set_num_threads(threads)
-            peak = peak_matmul_flops()
+            peak = peak_matmul_flops(sizes=args.peak_sizes)
             print(f"{threads} thread(s): peak {peak / 1e9:.1f} GFLOP/s", flush=True)
             for m in args.model:
                 if m not in encoders:
                     if m == "random-llama":
-                        path, label = make_random_llama(os.path.join(work, "random-llama"),
-                                                        [t for _, t in passages[:3000]], hidden=1024, layers=4,
-                                                        intermediate=2816, heads=8), "random LLaMA (1024 wide)"
+                        path = make_random_llama(os.path.join(work, "random-llama"), [t for _, t in passages[:3000]],
+                                                 *args.llama)  # hidden, layers, intermediate, heads
+                        label = f"random LLaMA ({args.llama[0]} wide)"
                     elif m == "smollm2":
                         from repllama_pyserini.smollm import smollm2_path
                         path, label = smollm2_path(), "SmolLM2-135M-Instruct"
@@ -359,11 +366,11 @@ def main():
                     results.append(t)
         torch.set_num_threads(max(args.threads))
 
-        from repllama_pyserini.testing import make_random_lora, make_tiny_llama
+        from tiny_models import make_random_lora, make_tiny_llama
         tiny = make_tiny_llama(os.path.join(work, "tiny"), [t for _, t in passages[:2000]], vocab_size=4000)
         tiny = make_random_lora(tiny, os.path.join(work, "tiny-lora"))
         corpus = os.path.join(ir, COLLECTION)
-        rss, base_rss = [], import_baseline_rss()
+        rss, (base_rss, base_modules) = [], import_baseline_rss()
         for n in args.rss_sizes:
             out, r = peak_rss(tiny, corpus, n, work)
             r["above_import_baseline_mb"] = round(r["peak_rss_mb"] - base_rss, 1)
@@ -377,7 +384,7 @@ def main():
                machine=dict(cpu=cpu_name(), threads=torch.get_num_threads(),
                             cores=os.cpu_count(), loadavg_start=[round(x, 2) for x in load0],
                             loadavg_end=[round(x, 2) for x in os.getloadavg()], torch=torch.__version__),
-               throughput=results, rss=rss, import_baseline_rss_mb=base_rss,
+               throughput=results, rss=rss, import_baseline_rss_mb=base_rss, import_baseline_modules=base_modules,
                rss_ratio=round(rss[-1]["peak_rss_mb"] / rss[0]["peak_rss_mb"], 3), index_types=it,
                notes=("fp32 on CPU. The random models have real LLaMA architecture and real tokenised text but random "
                       "weights: throughput/FLOPs are those of the architecture; the index-type agreement is measured "

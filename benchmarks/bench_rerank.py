@@ -3,7 +3,7 @@
 Same model, same real pairs, same process, interleaved rounds (best round of each is reported, so a burst of
 load from another process hurts neither side more than the other):
 
-* model: a random LLaMA-architecture sequence classifier (``repllama_pyserini.testing``, default hidden 512,
+* model: a random LLaMA-architecture sequence classifier (``tests/tiny_models.py``, default hidden 512,
   4 layers, 8 heads' worth of width in 4 heads, vocabulary 8000 BPE trained on the DL19 texts) plus a random LoRA
   adapter, merged: the RankLLaMA recipe at a size a CPU runs in minutes;
 * pairs: real TREC DL19 queries with their BM25 top candidates (rank_llm's ``retrieve_results_BM25_dl19``);
@@ -17,6 +17,7 @@ peak is measured here with a large fp32 ``torch.matmul``. Scores of both sides a
 
     python benchmarks/bench_rerank.py [--queries 8 --depth 32 --hidden 512 --layers 4 --rounds 3]
         [--json docs/benchmark-rerank.json]
+    python benchmarks/bench_rerank.py --smoke   # tiny sizes to check it runs; JSON to the temp dir, not docs/
 """
 from __future__ import annotations
 
@@ -33,12 +34,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # tests/: tiny_models, the random test checkpoints
 
 from _common import cpu_name  # noqa: E402
-from repllama_pyserini.corpus_lookup import read_rank_llm_candidates  # noqa: E402
-from repllama_pyserini.data import data_dir  # noqa: E402
-from repllama_pyserini.io import sorted_hits  # noqa: E402
+from repllama_pyserini.formats import data_dir, read_candidates, sorted_hits  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -66,7 +65,8 @@ def matmul_peak(n: int = 2048, reps: int = 5, rounds: int = 3, device: str = "cp
 
 def load_pairs(data: str, n_queries: int, depth: int):
     path = os.path.join(data, "msmarco-passage", "rank_llm_candidates", "retrieve_results_BM25_dl19.json.gz")
-    topics, run, docs, _ = read_rank_llm_candidates(path)
+    c = read_candidates(path)
+    topics, run, docs = c.topics, c.run, c.docs
     qids = list(run)[:n_queries]
     queries, passages = [], []
     for q in qids:
@@ -78,7 +78,7 @@ def load_pairs(data: str, n_queries: int, depth: int):
 
 
 def build_model(work: str, texts, hidden: int, layers: int, vocab: int):
-    from repllama_pyserini.testing import make_random_lora, make_tiny_llama
+    from tiny_models import make_random_lora, make_tiny_llama
     base = make_tiny_llama(os.path.join(work, "base"), texts=texts, kind="reranker", hidden_size=hidden,
                            num_layers=layers, vocab_size=vocab, seed=0)
     lora = make_random_lora(base, os.path.join(work, "lora"), kind="reranker", r=8, seed=1)
@@ -104,12 +104,17 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=8000)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32])
-    ap.add_argument("--max-tokens", type=int, nargs="*", default=[2048], help="token-budget batching configs")
+    ap.add_argument("--max-tokens", "--max-batch-tokens", dest="max_tokens", type=int, nargs="*", default=[2048],
+                    help="token-budget batching configs (RankLLaMAReranker.max_tokens)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda (not tried yet: no GPU so far)")
     ap.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
     ap.add_argument("--json", default=os.path.join(ROOT, "docs", "benchmark-rerank.json"))
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, meaningless numbers, JSON in the temp dir")
+    if "--smoke" in (sys.argv[1:] if argv is None else argv):  # explicit flags still win
+        ap.set_defaults(queries=2, depth=8, hidden=64, layers=2, vocab=2000, batch_sizes=[4, 8], max_tokens=[512],
+                        rounds=1, json=os.path.join(tempfile.gettempdir(), "benchmark-rerank.smoke.json"))
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

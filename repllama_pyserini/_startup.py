@@ -1,9 +1,9 @@
 """Import hooks installed at interpreter start-up by ``repllama_pyserini.pth`` (and by importing the package).
 
 * before ``jnius`` is imported (Pyserini starts its JVM then): pick a Java >= 21 (:mod:`repllama_pyserini.java`);
-* after ``pyserini.encode`` is imported: register the RepLLaMA encoders in Pyserini's class maps and in the
-  ``--encoder-class`` choices of Pyserini's CLIs (:mod:`repllama_pyserini.pyserini_plugin`);
-* after Pyserini's Faiss searcher is imported: check index / query-encoder dimensions with a clear error.
+* after ``pyserini.encode`` is imported: register RepLLaMA with Pyserini (:func:`repllama_pyserini.plugin.register`);
+* after Pyserini's Faiss searcher is imported: check indexes against RepLLaMA query encoders
+  (:func:`repllama_pyserini.plugin.patch_faiss_searcher`).
 
 Kept tiny: it runs in every Python process of the environment and imports nothing heavy.
 """
@@ -11,9 +11,8 @@ import importlib.abc
 import importlib.machinery
 import sys
 
-_AFTER = {"pyserini.encode": ("repllama_pyserini.pyserini_plugin", "register"),
-          # a clear error when a query encoder's dimension differs from the index's
-          "pyserini.search.faiss._searcher": ("repllama_pyserini.encoder", "install_faiss_dimension_check")}
+_AFTER = {"pyserini.encode": ("repllama_pyserini.plugin", "register"),
+          "pyserini.search.faiss._searcher": ("repllama_pyserini.plugin", "patch_faiss_searcher")}
 
 
 class _Loader(importlib.abc.Loader):
@@ -49,8 +48,6 @@ class _Hook(importlib.abc.MetaPathFinder):
                 spec.loader = _Loader(spec.loader, _AFTER[name])
             return spec
         return None
-
-
 
 
 if not any(isinstance(f, _Hook) for f in sys.meta_path):

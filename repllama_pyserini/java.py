@@ -147,12 +147,12 @@ def configure() -> Optional[JavaHome]:
 
 
 def install_excepthook() -> None:
-    """Show our user-facing errors (:class:`JavaNotFoundError`, ``io.InputError``) as one line instead of a
+    """Show our user-facing errors (:class:`JavaNotFoundError`, ``cli.InputError``) as one line instead of a
     traceback, also inside Pyserini's own CLIs."""
     if getattr(sys.excepthook, "_repllama", False):
         return
     previous = sys.excepthook
-    from .io import InputError
+    from .cli import InputError
     ours = (JavaNotFoundError, InputError)
 
     def hook(exc_type, exc, tb):

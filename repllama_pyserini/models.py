@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .io import InputError
+from .cli import InputError
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -90,6 +90,8 @@ def _adapter_config(name: str) -> Optional[dict]:
             return json.load(f)
     if os.path.sep in name and name.startswith((".", os.path.sep)):
         raise InputError(f"model directory not found: {name}")
+    if name.count("/") != 1:
+        return None  # not a hub id
     hub_guard(name)
     try:
         from huggingface_hub import hf_hub_download
@@ -166,9 +168,8 @@ def load_tokenizer(name: str, padding_side: str = "right"):
         tok = AutoTokenizer.from_pretrained(name)
     except OSError as e:
         raise InputError(f"cannot load tokenizer {name}: {str(e).splitlines()[0]}") from None
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
-    tok.padding_side = padding_side
+    from .templates import ensure_pad_token
+    ensure_pad_token(tok).padding_side = padding_side
     return tok
 
 
@@ -187,12 +188,14 @@ def load_base(name: str, kind: str, dtype: torch.dtype, attn_implementation: str
         kwargs["num_labels"] = 1
     hub_guard(name)
     try:
-        model = getattr(transformers, MODEL_CLASSES[kind]).from_pretrained(
-            name, dtype=dtype, attn_implementation=attn_implementation, **kwargs)
+        model, info = getattr(transformers, MODEL_CLASSES[kind]).from_pretrained(
+            name, dtype=dtype, attn_implementation=attn_implementation, output_loading_info=True, **kwargs)
     except OSError as e:
-        raise InputError(f"cannot load model {name}: {str(e).splitlines()[0]}") from None
+        from .presets import suggest
+        raise InputError(f"cannot load model {name}: {str(e).splitlines()[0]}{suggest(name)}") from None
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_token_id
+    model.random_head = kind == "reranker" and any(k.startswith("score.") for k in info.get("missing_keys", ()))
     return model
 
 
@@ -201,9 +204,17 @@ def load_adapter(model, adapter: str, kind: str, **kwargs):
     then the model runs without them: e.g. an encoder adapter given as a reranker, or the other way round)."""
     import warnings
     from peft import PeftModel
+    base = getattr(model.config, "_name_or_path", "its base")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = PeftModel.from_pretrained(model, adapter, **kwargs)
+        try:
+            model = PeftModel.from_pretrained(model, adapter, **kwargs)
+        except RuntimeError as e:
+            if "size mismatch" not in str(e):
+                raise
+            detail = next((x.strip() for x in str(e).splitlines() if "size mismatch" in x and "copying" in x), "")
+            raise InputError(f"the LoRA adapter {adapter} does not fit the base model {base} ({detail[:160]}); was "
+                             f"it trained on another base? pass --base-model") from None
     for w in caught:
         msg = str(w.message)
         if "missing adapter keys" in msg:
@@ -218,16 +229,26 @@ def load_adapter(model, adapter: str, kind: str, **kwargs):
 def load_model(model_name_or_path: str, kind: str = "encoder", base_model: Optional[str] = None,
                dtype: Optional[str] = None, device: Optional[str] = None,
                attn_implementation: Optional[str] = None, merge: bool = True,
-               pad_token_id: Optional[int] = None) -> Tuple[torch.nn.Module, ResolvedModel]:
-    """Load base (+ merged LoRA) for ``kind`` in {'encoder', 'reranker', 'causal'}; eval mode, on ``device``."""
+               pad_token_id: Optional[int] = None,
+               allow_untrained_head: bool = False) -> Tuple[torch.nn.Module, ResolvedModel]:
+    """Load base (+ merged LoRA) for ``kind`` in {'encoder', 'reranker', 'causal'}; eval mode, on ``device``. A
+    reranker whose score head is in neither the checkpoint nor the adapter (a random head: e.g. a plain base model)
+    is refused unless ``allow_untrained_head``."""
     resolved = resolve_model(model_name_or_path, base_model)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     model = load_base(resolved.base, kind, torch_dtype,
                       resolve_attn_implementation(attn_implementation, dev, torch_dtype), pad_token_id)
+    random_head = getattr(model, "random_head", False)
     if resolved.adapter:
         model = load_adapter(model, resolved.adapter, kind)
+        saved = {m for c in model.peft_config.values() for m in (getattr(c, "modules_to_save", None) or [])}
+        random_head = random_head and not any("score" in m for m in saved)
         if merge:
             model = model.merge_and_unload()
+    if random_head and not allow_untrained_head:
+        raise InputError(f"{model_name_or_path} has no trained score head (a reranker's one-logit head is in "
+                         f"neither the checkpoint nor its adapter): its scores would be random; pass "
+                         f"--allow-untrained-head to rerank with it anyway")
     model.to(dev).eval()
     return model, resolved

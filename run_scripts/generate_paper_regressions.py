@@ -4,7 +4,7 @@ The expected numbers and their grades come from ../shared/paper-numbers.md (Ma e
 verified / secondary numbers are pinned; unverified ones are carried with ``unverified: true``. BEIR BM25 is pinned
 to Pyserini's published 2CR scores (toolkit docs, verified). Rerun after editing the tables below:
 
-    python run_scripts/generate_paper_regressions.py && python -m repllama_pyserini.regressions --all --generate-docs-only
+    python run_scripts/generate_paper_regressions.py && python -m repllama_pyserini.workflows.regressions --all --generate-docs-only
 """
 import os
 
@@ -71,7 +71,7 @@ def dense_stages(encoder, corpus_var, index_name, extra_search=""):
     index = f"${{shared}}/{index_name}"
     return [
         {"name": "encode", "output": index, "complete_marker": "repllama-index.json",
-         "command": f"{PY} -m repllama_pyserini.encode --corpus {corpus_var} --encoder {encoder} --output {index}"},
+         "command": f"{PY} -m repllama_pyserini.dense encode --corpus {corpus_var} --encoder {encoder} --output {index}"},
         {"name": "repllama", "output": "${work}/run.repllama.trec",
          "command": f"{PY} -m pyserini.search.faiss --encoder-class repllama --encoder {encoder} --index {index} "
                     f"--topics ${{topics}} --output ${{stage.repllama}} --hits 1000{extra_search}"},

@@ -23,7 +23,7 @@ THREADS="${QPEFT_THREADS:-2}"
 WORK="${QPEFT_WORK:-$ROOT/runs/qpeft-smollm2}"
 export OMP_WAIT_POLICY=PASSIVE  # a shared CPU: spinning OpenMP threads slow everyone (and us) down 2-3x
 
-DATA="$("$PY" -c 'from repllama_pyserini.data import data_dir; print(data_dir())')"
+DATA="$("$PY" -c 'from repllama_pyserini.formats import data_dir; print(data_dir())')"
 SCIFACT="$DATA/beir/scifact"
 TOPICS="$DATA/topics-and-qrels/topics.beir-v1.0.0-scifact.test.tsv.gz"
 QRELS="$DATA/topics-and-qrels/qrels.beir-v1.0.0-scifact.test.txt"

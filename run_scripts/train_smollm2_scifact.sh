@@ -23,7 +23,7 @@ export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 STAGES=("${ARGS[@]+"${ARGS[@]}"}")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=(mine before train after report)
 mkdir -p "$WORK"
-DATA="$("$PY" -c 'from repllama_pyserini.data import data_dir; print(data_dir())')"
+DATA="$("$PY" -c 'from repllama_pyserini.formats import data_dir; print(data_dir())')"
 SCIFACT="$DATA/beir/scifact"
 MODEL="$("$PY" -m repllama_pyserini.smollm)"   # converts the GGUF once into the cache
 TRAIN_JSONL="$WORK/train.bm25-negatives.jsonl.gz"
@@ -39,11 +39,11 @@ for stage in "${STAGES[@]}"; do
         --depth 200 --num-negatives 30 --seed 42 --output "$TRAIN_JSONL" ;;
     before)  # the untrained model with the same inputs (EOS pooling, normalised)
       [ -f "$WORK/before.json" ] && { log "before: cached"; continue; }
-      "$PY" -m repllama_pyserini.train.dense_eval --model "$MODEL" --query-max-length "$QLEN" \
-        --passage-max-length "$PLEN" --work "$WORK/emb-before" --output "$WORK/run.before.trec" \
-        --json "$WORK/before.json" ;;
+      "$PY" -m repllama_pyserini.dense evaluate --encoder "$MODEL" --query-max-length "$QLEN" \
+        --max-length "$PLEN" --work "$WORK/eval-before" --output "$WORK/run.before.trec" \
+        --json "$WORK/before.json" --no-progress ;;
     train)
-      [ -f "$OUT/adapter_model.safetensors" ] && { log "train: cached $OUT"; continue; }
+      [ -f "$OUT/preset.yaml" ] && { log "train: cached $OUT"; continue; }
       RESUME=()
       ls -d "$OUT"/checkpoint-* >/dev/null 2>&1 && RESUME=(--resume_from_checkpoint last)
       start=$(date +%s)
@@ -60,8 +60,8 @@ for stage in "${STAGES[@]}"; do
       echo "{\"wall_seconds\": $(( $(date +%s) - start ))}" > "$WORK/train-time.json" ;;
     after)
       [ -f "$WORK/after.json" ] && { log "after: cached"; continue; }
-      "$PY" -m repllama_pyserini.train.dense_eval --model "$OUT/repllama_preset.yaml" --work "$WORK/emb-after" \
-        --output "$WORK/run.after.trec" --json "$WORK/after.json" ;;
+      "$PY" -m repllama_pyserini.dense evaluate --encoder "$OUT" --work "$WORK/eval-after" \
+        --output "$WORK/run.after.trec" --json "$WORK/after.json" --no-progress ;;
     report)
       "$PY" - "$WORK" <<'EOF'
 import glob, json, os, sys

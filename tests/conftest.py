@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from repllama_pyserini.data import data_dir
+from repllama_pyserini.formats import data_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -19,7 +19,7 @@ def ir_data():
 
 
 def _tiny(tmp_path_factory, kind):
-    from repllama_pyserini.testing import make_random_lora, make_tiny_llama
+    from tiny_models import make_random_lora, make_tiny_llama
     root = tmp_path_factory.mktemp(f"tiny-{kind}")
     base = make_tiny_llama(str(root / "base"), kind=kind)
     lora = make_random_lora(base, str(root / "lora"), kind=kind)

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from repllama_pyserini import bm25
-from repllama_pyserini.data import beir_dataset
-from repllama_pyserini.io import InputError, read_qrels, read_run
-from repllama_pyserini.twocr import beir_scores
+from repllama_pyserini.cli import InputError
+from repllama_pyserini.formats import beir_dataset, read_qrels, read_run
+from repllama_pyserini.formats.collections import twocr_beir_scores as beir_scores
 
 
 def _cli(*args, cwd=None):
@@ -31,7 +31,7 @@ def test_scifact_reproduces_pyserini_2cr(scifact, ir_data, tmp_path_factory, fie
     index = bm25.build_index(scifact.corpus, str(work / "index"), fields=fields)
     run = bm25.search(index, scifact.topics(), hits=1000, fields=fields, remove_query=True)
     assert max(len(h) for h in run.values()) == 1000
-    got = evaluate(run, read_qrels(scifact.qrels), preset="beir")
+    got = evaluate(run, read_qrels(scifact.qrels), conventions="beir")
     expected = beir_scores(condition, "scifact", ir_data)
     for metric, value in expected.items():
         assert round(got[metric], 4) == pytest.approx(value, abs=1e-9), (metric, got[metric], value)
@@ -60,7 +60,7 @@ def test_cli_index_search_and_atomic_outputs(tmp_path, ir_data):
 @pytest.mark.parametrize("content,message", [
     ('{"_id": "a", "text": "x"}\n{"_id": "b", "text": \n', "corpus.jsonl:2: malformed JSON"),
     ("", "empty corpus"),
-    ('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', "duplicate docid 'a'"),
+    ('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', "corpus.jsonl:2: docid 'a' appears a second time"),
     ('{"title": "no id"}\n', "corpus.jsonl:1: record has no '_id'"),
 ])
 def test_bad_corpus_is_one_line_error_and_leaves_no_index(tmp_path, content, message):

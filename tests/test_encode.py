@@ -12,10 +12,11 @@ import faiss
 import numpy as np
 import pytest
 
-from repllama_pyserini.encode import (METADATA, DataArguments, EncodeArguments, MergeArguments, ModelArguments,
-                                      encode_corpus, main, merge)
-from repllama_pyserini.encoder import RepLLaMAEncoder
-from repllama_pyserini.io import InputError
+from repllama_pyserini.cli import InputError
+from repllama_pyserini.dense import RepLLaMAEncoder
+from repllama_pyserini.dense.__main__ import main as dense_main
+from repllama_pyserini.dense.encode import EncodeSettings, encode_corpus, merge
+from repllama_pyserini.dense.index import METADATA
 
 MAXLEN = 48
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,12 +53,20 @@ def write_jsonl(path, records):
     return str(path)
 
 
-def run(enc, lora, corpus, out, chunk_size=8, merge_args=None, merge=True, **data):
-    margs = merge_args or MergeArguments(output=str(out), overwrite=True)
-    return encode_corpus(ModelArguments(encoder=lora), DataArguments(corpus=corpus, output=str(out), max_length=MAXLEN,
-                                                                     **data),
-                         EncodeArguments(chunk_size=chunk_size, batch_size=4, progress=False, merge=merge), margs,
-                         encoder=enc)
+def run(enc, lora, corpus, out, chunk_size=8, **settings):
+    """``encode_corpus`` with the test encoder (or, for ``enc=None``, one loaded from ``lora``)."""
+    if enc is None:
+        enc = RepLLaMAEncoder(lora, passage_max_length=MAXLEN, batch_size=4)
+    s = EncodeSettings(output=str(out), corpus=corpus, chunk_size=chunk_size, progress=False, **settings)
+    return encode_corpus(s, lambda: enc, enc.preset)
+
+
+def work(out):
+    return type(out)(str(out) + ".job")
+
+
+def encode_cli(*args):
+    return ["encode", *args, "--no-progress"]
 
 
 def read_index(d):
@@ -70,8 +79,8 @@ def read_index(d):
 def test_cli_flat_index_is_faiss_and_pyserini_compatible(docs, expected, tiny_encoder, tmp_path, capsys):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", docs)
     out = tmp_path / "idx"
-    main(["--corpus", corpus, "--encoder", tiny_encoder["lora"], "--output", str(out), "--chunk-size", "16",
-          "--batch-size", "4", "--max-length", str(MAXLEN), "--no-progress"])
+    dense_main(encode_cli("--corpus", corpus, "--encoder", tiny_encoder["lora"], "--output", str(out), "--chunk-size",
+                          "16", "--batch-size", "4", "--max-length", str(MAXLEN)))
     index, ids = read_index(out)
     assert isinstance(index, faiss.IndexFlatIP) and index.ntotal == len(docs) and index.d == 64
     assert ids == [d["_id"] for d in docs]
@@ -83,16 +92,16 @@ def test_cli_flat_index_is_faiss_and_pyserini_compatible(docs, expected, tiny_en
     assert (out / "index").read_bytes() == bytes(faiss.serialize_index(ref))
     meta = json.loads((out / METADATA).read_text())
     assert meta["num_docs"] == len(docs) and meta["dimension"] == 64 and meta["truncated"] > 0
-    assert not (out / "chunks").exists()  # chunks removed after the merge
+    assert not work(out).exists()  # chunks removed after the merge
     # Pyserini opens it and finds each document from its own vector
     from pyserini.search.faiss import FaissSearcher
-    from repllama_pyserini.encoder import RepLLaMAQueryEncoder
+    from repllama_pyserini.dense.pyserini_encoders import RepLLaMAQueryEncoder
     searcher = FaissSearcher(str(out), RepLLaMAQueryEncoder(encoder_dir=tiny_encoder["lora"]))
     hits = searcher.search(expected[3:4], k=3)
     assert hits[0].docid == docs[3]["_id"] and abs(hits[0].score - 1) < 1e-4
     # a second run with the same configuration finds the index complete and does nothing
-    main(["--corpus", corpus, "--encoder", tiny_encoder["lora"], "--output", str(out), "--chunk-size", "16",
-          "--max-length", str(MAXLEN), "--no-progress"])
+    dense_main(encode_cli("--corpus", corpus, "--encoder", tiny_encoder["lora"], "--output", str(out), "--chunk-size",
+                          "16", "--max-length", str(MAXLEN)))
     assert "already complete" in capsys.readouterr().err
 
 
@@ -106,6 +115,8 @@ def test_corpus_formats_give_the_same_index(docs, enc, tiny_encoder, tmp_path):
             os.path.join(p, "docs01.json"), [{"id": d["_id"], "contents": d["text"]} for d in recs[12:]]), str(p))[-1],
         "msmarco.tsv.gz": lambda p: (gzip.open(p, "wt").write("".join(
             f"{d['_id']}\t{d['text']}\n\n" for d in recs)), str(p))[-1],
+        "beir-folder": lambda p: (os.makedirs(p), write_jsonl(os.path.join(p, "corpus.jsonl.gz"), [
+            {"_id": d["_id"], "title": "", "text": d["text"]} for d in recs]), str(p))[-1],
     }
     files = []
     for name, make in layouts.items():
@@ -117,17 +128,20 @@ def test_corpus_formats_give_the_same_index(docs, enc, tiny_encoder, tmp_path):
     assert all(f == files[0] for f in files[1:])
 
 
+SLOW_ENCODE = ("import sys, time\nfrom repllama_pyserini.jobs import Job\nwrite = Job.write_chunk\n"
+               "Job.write_chunk = lambda self, *a, **k: (write(self, *a, **k), time.sleep(0.3))\n"
+               "from repllama_pyserini.dense.__main__ import main\nmain(sys.argv[1:])\n")
+
+
 def test_resume_after_kill(docs, expected, enc, tiny_encoder, tmp_path):
-    """Kill a real run mid-way (SIGKILL), leave debris as a kill during a write would, restart: the finished
-    chunks are kept, the rest is encoded, and the index has every docid exactly once with the right vector."""
+    """Kill a real run mid-way (SIGKILL; the test slows chunks down from outside), leave debris as a kill during a
+    write would, restart: the finished chunks are kept, the rest is encoded, every docid once with its vector."""
     corpus = write_jsonl(tmp_path / "corpus.jsonl.gz", docs)
     out = tmp_path / "idx"
-    sdir = out / "chunks" / "shard-00000-of-00001"
-    cmd = [sys.executable, "-m", "repllama_pyserini.encode", "--corpus", corpus, "--encoder", tiny_encoder["lora"],
-           "--output", str(out), "--chunk-size", "6", "--batch-size", "4", "--max-length", str(MAXLEN),
-           "--no-progress"]
-    env = dict(os.environ, REPLLAMA_PYSERINI_CHUNK_DELAY="0.3")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sdir = work(out) / "shard-00000-of-00001"
+    cmd = [sys.executable, "-c", SLOW_ENCODE, *encode_cli("--corpus", corpus, "--encoder", tiny_encoder["lora"],
+           "--output", str(out), "--chunk-size", "6", "--batch-size", "4", "--max-length", str(MAXLEN))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if (sdir / "manifest.json").exists() and len(json.loads((sdir / "manifest.json").read_text())["chunks"]) >= 3:
@@ -137,32 +151,29 @@ def test_resume_after_kill(docs, expected, enc, tiny_encoder, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
-    finished = [c["file"] for c in json.loads((sdir / "manifest.json").read_text())["chunks"]]
+    finished = sorted(json.loads((sdir / "manifest.json").read_text())["chunks"])
     assert 3 <= len(finished) < 10 and not (out / "index").exists()
     (sdir / "chunk_000099.npy.abc123.tmp").write_bytes(b"partial")  # a write cut short
     np.save(sdir / f"chunk_{len(finished):06d}.npy", np.zeros((6, 64), np.float32))  # written, not recorded
     mtimes = {f: os.path.getmtime(sdir / (f + ".npy")) for f in finished}
-    # restart (same configuration as the command line above)
-    run(enc, tiny_encoder["lora"], corpus, out, chunk_size=6,
-        merge_args=MergeArguments(output=str(out), keep_chunks=True, overwrite=True))
+    run(enc, tiny_encoder["lora"], corpus, out, chunk_size=6, keep_chunks=True)  # the same settings as the command
     index, ids = read_index(out)
     assert ids == [d["_id"] for d in docs] and len(set(ids)) == len(ids)
     np.testing.assert_allclose(index.reconstruct_n(0, index.ntotal), expected, atol=1e-5)
     assert {f: os.path.getmtime(sdir / (f + ".npy")) for f in finished} == mtimes  # not redone
-    assert not list(sdir.glob("*.tmp"))
+    assert not list(sdir.glob("*.tmp")) and not (sdir / "LOCK").exists()
     assert json.loads((out / METADATA).read_text())["num_docs"] == len(docs)
 
 
 def test_shards_and_merge(docs, expected, enc, tiny_encoder, tmp_path):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", docs)
     out = tmp_path / "idx"
-    margs = MergeArguments(output=str(out), keep_chunks=True)
-    assert run(enc, tiny_encoder["lora"], corpus, out, shard_id=2, num_shards=3, merge_args=margs) is None
-    assert run(enc, tiny_encoder["lora"], corpus, out, shard_id=0, num_shards=3, merge_args=margs) is None
+    assert run(enc, tiny_encoder["lora"], corpus, out, shard_id=2, shard_num=3, keep_chunks=True) is None
+    assert run(enc, tiny_encoder["lora"], corpus, out, shard_id=0, shard_num=3, keep_chunks=True) is None
     assert not (out / "index").exists()
-    with pytest.raises(InputError, match=r"shards \[1\] of 3 have not been started"):
-        merge(MergeArguments(output=str(out)))
-    assert run(enc, tiny_encoder["lora"], corpus, out, shard_id=1, num_shards=3, merge_args=margs) == str(out)
+    with pytest.raises(InputError, match=r"1 of 3 shards are not finished \(started: 2\)"):
+        merge(EncodeSettings(output=str(out)), by_hand=True)
+    assert run(enc, tiny_encoder["lora"], corpus, out, shard_id=1, shard_num=3, keep_chunks=True) == str(out)
     index, ids = read_index(out)
     want = {d["_id"]: v for d, v in zip(docs, expected)}
     assert sorted(ids) == sorted(want) and len(ids) == len(set(ids))
@@ -173,8 +184,8 @@ def test_shards_and_merge(docs, expected, enc, tiny_encoder, tmp_path):
     from pyserini.search.faiss import FaissSearcher
     for spec, check in [("fp16", "SQfp16"), ("HNSW32", "HNSW32"), ("IVF4,Flat", "IVF4,Flat"), ("ivfpq", "IVF")]:
         d = tmp_path / f"idx-{spec}"
-        main(["merge", "--output", str(d), "--work-dir", str(out / "chunks"), "--index-type", spec, "--keep-chunks",
-              "--nprobe", "4"])
+        dense_main(["merge", "--output", str(d), "--work-dir", str(work(out)), "--index-type", spec, "--keep-chunks",
+                    "--nprobe", "4"])
         meta = json.loads((d / METADATA).read_text())
         assert meta["index_type"].startswith(check) and meta["num_docs"] == len(docs)
         s = FaissSearcher(str(d), None)
@@ -188,26 +199,16 @@ def test_shards_and_merge(docs, expected, enc, tiny_encoder, tmp_path):
         if spec.startswith("IVF4"):
             assert faiss.extract_index_ivf(s.index).nprobe == 4
     with pytest.raises(InputError, match="bad --index-type"):
-        main(["merge", "--output", str(tmp_path / "bad"), "--work-dir", str(out / "chunks"), "--index-type", "Nope7"])
+        dense_main(["merge", "--output", str(tmp_path / "bad"), "--work-dir", str(work(out)), "--index-type", "Nope7"])
 
 
 def test_duplicates_empty_and_bad_records(docs, enc, tiny_encoder, tmp_path):
     lora = tiny_encoder["lora"]
     recs = [dict(d) for d in docs[:12]]
-    # duplicate docid inside one chunk: refused while encoding
-    with pytest.raises(InputError, match="duplicate docid"):
-        run(enc, lora, write_jsonl(tmp_path / "d1.jsonl", recs[:4] + [recs[1]]), tmp_path / "o1")
-    # duplicates in different chunks: refused at the merge, or first copy kept on request
-    corpus = write_jsonl(tmp_path / "d2.jsonl", recs + [dict(recs[2], text="another text")])
-    with pytest.raises(InputError, match="1 duplicate docid.*" + recs[2]["_id"]):
-        run(enc, lora, corpus, tmp_path / "o2", chunk_size=4)
-    out = tmp_path / "o3"
-    run(enc, lora, corpus, out, chunk_size=4,
-        merge_args=MergeArguments(output=str(out), on_duplicate="first"))
-    index, ids = read_index(out)
-    assert ids == [r["_id"] for r in recs] and index.ntotal == len(recs)
-    np.testing.assert_allclose(index.reconstruct(2), enc.encode_passages([recs[2]["text"]], [recs[2]["title"]])[0],
-                               atol=1e-5)
+    # a duplicate docid, in the same chunk or a later one: refused, naming the line
+    for name, corpus in [("d1", recs[:4] + [recs[1]]), ("d2", recs + [dict(recs[2], text="another text")])]:
+        with pytest.raises(InputError, match=rf"{name}.jsonl:{len(corpus)}: docid '{recs[len(corpus) - 11 if name == 'd2' else 1]['_id']}' appears a second time"):
+            run(enc, lora, write_jsonl(tmp_path / f"{name}.jsonl", corpus), tmp_path / f"o-{name}", chunk_size=4)
     # empty documents: encoded as the prefix (counted), skipped, or refused
     empty = recs[:5] + [{"_id": "empty-1", "title": "", "text": "  "}]
     corpus = write_jsonl(tmp_path / "e.jsonl", empty)
@@ -216,10 +217,10 @@ def test_duplicates_empty_and_bad_records(docs, enc, tiny_encoder, tmp_path):
     assert json.loads((tmp_path / "e1" / METADATA).read_text())["empty"] == 1
     run(enc, lora, corpus, tmp_path / "e2", on_empty="skip")
     assert "empty-1" not in read_index(tmp_path / "e2")[1]
-    with pytest.raises(InputError, match="empty-1.*no text"):
+    with pytest.raises(InputError, match="e.jsonl:6: document 'empty-1' has no text"):
         run(enc, lora, corpus, tmp_path / "e3", on_empty="error")
     # docids Pyserini's line-based docid file cannot hold; malformed lines
-    with pytest.raises(InputError, match="whitespace"):
+    with pytest.raises(InputError, match="w.jsonl:1: docid 'a b' is empty or contains whitespace"):
         run(enc, lora, write_jsonl(tmp_path / "w.jsonl", [{"_id": "a b", "text": "x"}]), tmp_path / "o4")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(recs[0]) + "\n{not json\n")
@@ -227,7 +228,7 @@ def test_duplicates_empty_and_bad_records(docs, enc, tiny_encoder, tmp_path):
         run(enc, lora, str(bad), tmp_path / "o5")
     tsv = tmp_path / "bad.tsv"
     tsv.write_text("1\ta\tb\tc\td\n")
-    with pytest.raises(InputError, match="tab-separated"):
+    with pytest.raises(InputError, match="bad.tsv:1: expected 'docid<TAB>text'.*got 5 column"):
         run(enc, lora, str(tsv), tmp_path / "o6")
 
 
@@ -235,19 +236,20 @@ def test_changed_configuration_is_refused(docs, enc, tiny_encoder, tmp_path):
     lora = tiny_encoder["lora"]
     corpus = write_jsonl(tmp_path / "c.jsonl", docs[:10])
     out = tmp_path / "idx"
-    run(enc, lora, corpus, out, merge_args=MergeArguments(output=str(out), keep_chunks=True), num_shards=2, shard_id=0)
-    with pytest.raises(InputError, match=r"another configuration \(differs in \['chunk_size'\]\)"):
-        run(enc, lora, corpus, out, chunk_size=5, num_shards=2, shard_id=0)
-    run(enc, lora, corpus, out, num_shards=2, shard_id=1)
+    run(enc, lora, corpus, out, keep_chunks=True, shard_num=2, shard_id=0)
+    with pytest.raises(InputError, match=r"holds the progress of a job with other settings or inputs "
+                                         r"\(settings.chunk_size: 8 -> 5\); pass --overwrite"):
+        run(enc, lora, corpus, out, chunk_size=5, shard_num=2, shard_id=0)
+    run(enc, lora, corpus, out, shard_num=2, shard_id=1)
     assert read_index(out)[0].ntotal == 10
-    with pytest.raises(InputError, match="another configuration"):
+    with pytest.raises(InputError, match="already holds an index built with other settings, inputs or weights"):
         run(enc, lora, corpus, out, chunk_size=5)
 
 
 def test_retrained_adapter_in_the_same_directory_is_not_served_stale(docs, tiny_encoder, tmp_path):
     """Re-running encode after retraining into the same checkpoint directory must not reuse the old index."""
     from repllama_pyserini.models import weights_fingerprint
-    from repllama_pyserini.testing import make_random_lora
+    from tiny_models import make_random_lora
     lora = make_random_lora(tiny_encoder["base"], str(tmp_path / "adapter"), seed=1)
     fp = weights_fingerprint(lora)
     corpus = write_jsonl(tmp_path / "c.jsonl", docs[:6])
@@ -256,19 +258,9 @@ def test_retrained_adapter_in_the_same_directory_is_not_served_stale(docs, tiny_
     run(None, lora, corpus, out)  # unchanged: the complete index is kept
     make_random_lora(tiny_encoder["base"], lora, seed=2)  # "retrained" in place
     assert weights_fingerprint(lora) != fp
-    with pytest.raises(InputError, match="another configuration"):
+    with pytest.raises(InputError, match="already holds an index built with other settings, inputs or weights"):
         run(None, lora, corpus, out)
     assert weights_fingerprint(tiny_encoder["lora"]) and weights_fingerprint("some/hub-id") is None
-
-
-def test_indexes_made_before_weight_fingerprints_stay_usable():
-    from repllama_pyserini.encode import _config_hash, _hash_matches
-    config = {"encoder": "m", "chunk_size": 8, "preset": {"model": "m", "kind": "encoder", "depth": None},
-              "checkpoint": {"model": "/abs/m", "model_weights": "abc"}}
-    legacy = {"encoder": "m", "chunk_size": 8, "preset": {"model": "m"}}
-    assert _hash_matches(_config_hash(config), config) and _hash_matches(_config_hash(legacy), config)
-    assert not _hash_matches(_config_hash(dict(legacy, chunk_size=9)), config)
-    assert not _hash_matches(_config_hash(dict(config, checkpoint={"model": "/abs/m", "model_weights": "x"})), config)
 
 
 def test_merge_lock_of_a_killed_run_is_taken_over(docs, enc, tiny_encoder, tmp_path):
@@ -276,12 +268,12 @@ def test_merge_lock_of_a_killed_run_is_taken_over(docs, enc, tiny_encoder, tmp_p
     corpus = write_jsonl(tmp_path / "c.jsonl", docs[:5])
     out = tmp_path / "idx"
     assert run(enc, tiny_encoder["lora"], corpus, out, merge=False) is None
-    lock = out / "chunks" / "merge.lock"
-    lock.write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live merger: left alone
+    lock = work(out) / "merge.LOCK"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # a live merger: left alone
     assert run(enc, tiny_encoder["lora"], corpus, out) is None and not (out / "index").exists()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    lock.write_text(f"{dead.pid} {socket.gethostname()}\n")  # its process is gone: taken over
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))  # its process is gone: taken over
     assert run(enc, tiny_encoder["lora"], corpus, out) == str(out)
     assert read_index(out)[0].ntotal == 5
 
@@ -291,19 +283,19 @@ def test_index_type_errors_are_early_and_one_line(docs, enc, tiny_encoder, tmp_p
     corpus = write_jsonl(tmp_path / "c.jsonl", docs[:10])
     out = tmp_path / "idx"
     with pytest.raises(InputError, match="bad --index-type 'bogus' for 64-d"):
-        run(enc, lora, corpus, out, merge_args=MergeArguments(output=str(out), index_type="bogus"))
-    assert not glob.glob(str(out / "chunks" / "*" / "chunk_*"))  # refused before encoding anything
+        run(enc, lora, corpus, out, index_type="bogus")
+    assert not glob.glob(str(work(out) / "*" / "chunk_*"))  # refused before encoding anything
     with pytest.raises(InputError, match="Faiss cannot build --index-type IVF1000,Flat from 10 vectors"):
-        run(enc, lora, corpus, out, merge_args=MergeArguments(output=str(out), index_type="IVF1000,Flat"))
+        run(enc, lora, corpus, out, index_type="IVF1000,Flat")
     run(enc, lora, corpus, out)  # the kept embeddings make a flat index
     assert read_index(out)[0].ntotal == 10
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    for args, pattern in [(["--corpus", str(tmp_path / "nope.jsonl"), "--encoder", "x", "--output", str(tmp_path)],
-                           "corpus not found"),
+    for args, pattern in [(["encode", "--corpus", str(tmp_path / "nope.jsonl"), "--encoder", "org/x", "--output",
+                            str(tmp_path / "o")], "corpus not found"),
                           (["merge", "--output", str(tmp_path)], "no encoded shards")]:
-        r = subprocess.run([sys.executable, "-m", "repllama_pyserini.encode", *args], capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-m", "repllama_pyserini.dense", *args], capture_output=True, text=True,
                            timeout=120, cwd=REPO)
         assert r.returncode == 2, r.stderr
         lines = [x for x in r.stderr.splitlines() if x.startswith("error:")]

@@ -6,10 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from repllama_pyserini.encoder import (RepLLaMADocumentEncoder, RepLLaMAEncoder, RepLLaMAQueryEncoder,
-                                       check_index_dimension, install_faiss_dimension_check)
-from repllama_pyserini.io import InputError
-from repllama_pyserini.presets import find_preset, list_presets
+from repllama_pyserini import plugin
+from repllama_pyserini.cli import InputError
+from repllama_pyserini.dense import RepLLaMAEncoder
+from repllama_pyserini.dense.pyserini_encoders import RepLLaMADocumentEncoder, RepLLaMAQueryEncoder
+from repllama_pyserini.presets import find_preset, list_presets, resolve
+from repllama_pyserini.templates import tokenize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LONG = ("goldfish grow in proportion to the size of their tank and water quality while diffusion tensor "
@@ -53,7 +55,8 @@ def card(tiny_encoder):
 def test_queries_and_passages_equal_model_card(tiny_encoder, card, padding_side):
     enc = RepLLaMAEncoder(tiny_encoder["lora"], padding_side=padding_side, batch_size=3, query_max_length=24,
                           passage_max_length=40)
-    assert enc.resolved.adapter == tiny_encoder["lora"] and enc.resolved.base == tiny_encoder["base"]
+    ck = enc.identity()["checkpoint"]
+    assert ck["model"] == tiny_encoder["lora"] and ck["base_model"] == tiny_encoder["base"] and ck["model_weights"]
     q = enc.encode_queries(QUERIES)
     ref_q = card([f"query: {x}" for x in QUERIES], 24)
     np.testing.assert_allclose(q, ref_q, atol=1e-5, rtol=0)
@@ -66,49 +69,49 @@ def test_queries_and_passages_equal_model_card(tiny_encoder, card, padding_side)
     # the unmerged adapter (peft forward) gives the same vectors as the merged one
     np.testing.assert_allclose(card([f"query: {x}" for x in QUERIES[:3]], 24, card.unmerged), ref_q[:3], atol=1e-5)
     # a batch of one, sorted or not: same vectors
-    ids = enc.tokenize([f"query: {x}" for x in QUERIES], 24)
+    ids, _ = tokenize(enc.tokenizer, [f"query: {x}" for x in QUERIES], 24)
     np.testing.assert_allclose(enc.embed_ids(ids, batch_size=1), q, atol=1e-5)
-    np.testing.assert_allclose(enc.embed_ids(ids, batch_size=7, sort=False), q, atol=1e-5)
+    np.testing.assert_allclose(enc.embed_ids(ids, batch_size=7), q, atol=1e-5)
     # a token budget: batches of at most 60 padded tokens (a longer text alone), same vectors
-    seen, forward = [], enc._forward
-    enc._forward = lambda batch: (seen.append(len(batch) * max(map(len, batch))), forward(batch))[1]
+    seen, forward = [], enc.forward
+    enc.forward = lambda batch: (seen.append(len(batch) * max(map(len, batch))), forward(batch))[1]
     enc.max_batch_tokens = 60
     np.testing.assert_allclose(enc.embed_ids(ids, batch_size=7), q, atol=1e-5)
     assert len(seen) > 2 and max(seen) <= 60
 
 
-def test_tokens_bos_truncation_keeps_eos(tiny_encoder, card):
-    enc = RepLLaMAEncoder(tiny_encoder["lora"])
+def test_tokens_bos_truncation_keeps_eos(card):
     tok = card.tok
-    short, long_ = enc.tokenize(["query: paris", "query: " + LONG], 32)
+    (short, long_), truncated = tokenize(tok, ["query: paris", "query: " + LONG], 32)
     assert short == tok("query: paris</s>")["input_ids"]
     assert short[0] == tok.bos_token_id and short[-1] == tok.eos_token_id
     assert len(long_) == 32 and long_[0] == tok.bos_token_id and long_[-1] == tok.eos_token_id
     assert long_[:-1] == tok("query: " + LONG)["input_ids"][:31]
-    assert enc.num_truncated == 1
+    assert truncated == 1
     with pytest.raises(InputError, match="max length"):
-        enc.tokenize(["x"], 1)
+        tokenize(tok, ["x"], 1)
 
 
-def test_passage_format_title_and_url(tiny_encoder):
+def test_passage_format_title_and_url(tiny_encoder, card):
+    from repllama_pyserini.formats import Doc
     enc = RepLLaMAEncoder(tiny_encoder["lora"])
-    assert enc.passage_texts(["body", "body", " body "], ["Title", None, ""]) == \
+    t = enc.passage_template
+    assert [t.passage_text(Doc(ti, x)) for x, ti in [("body", "Title"), ("body", ""), (" body ", "")]] == \
         ["passage: Title body", "passage: body", "passage: body"]
-    # the document preset's fields (its 4096-d model is not loadable here)
-    enc.preset = enc.preset.replace(passage_fields=["url", "title", "text"])
-    assert enc.passage_texts(["body", "body"], ["T", None], url=["http://x.org/a", None]) == \
+    # the document preset's fields: url, title, text (its 4096-d model is not loadable here)
+    doc = find_preset("castorini/repllama-v1-7b-lora-doc").passage_template()
+    assert [doc.passage_text(d) for d in (Doc("T", "body", "http://x.org/a"), Doc("", "body"))] == \
         ["passage: http://x.org/a T body", "passage: body"]
     n = enc.num_empty
-    assert enc.passage_texts([""], [None]) == ["passage: "]
+    np.testing.assert_allclose(enc.encode_passages([""], [None]), card(["passage: "], 156), atol=1e-5)
     assert enc.num_empty == n + 1
     with pytest.raises(InputError, match="empty query"):
         enc.encode_queries(["  "])
 
 
 def test_presets_describe_released_models():
-    presets = list_presets()
     p = find_preset("castorini/repllama-v1-7b-lora-passage")
-    assert p is presets["castorini/repllama-v1-7b-lora-passage"] or p.name == "castorini/repllama-v1-7b-lora-passage"
+    assert p.name in list_presets() and p.kind == "encoder"
     assert (p.base_model, p.query_prefix, p.passage_prefix) == ("meta-llama/Llama-2-7b-hf", "query: ", "passage: ")
     assert (p.query_max_length, p.passage_max_length, p.dimension, p.pooling, p.normalize, p.append_eos) == \
         (32, 156, 4096, "eos", True, True)
@@ -117,16 +120,30 @@ def test_presets_describe_released_models():
     assert doc.passage_fields[0] == "url" and doc.passage_max_length == 2048 and doc.model.endswith("lora-doc")
     beir = find_preset("repllama-v1-7b-lora-passage-beir")
     assert (beir.query_max_length, beir.passage_max_length, beir.model) == (512, 512, p.model)
-    assert find_preset("repllama-v1-7b-lora-passage").name == p.name  # alias
+    # the design card's short names
+    assert find_preset("repllama").name == p.name and find_preset("REPLLAMA-v1-7b-lora-passage").name == p.name
+    r = find_preset("rankllama")
+    assert (r.name, r.kind, r.max_length, r.depth, r.pair_format, r.document_prefix) == \
+        ("castorini/rankllama-v1-7b-lora-passage", "reranker", 512, 200, "rankllama", "document: ")
     assert find_preset("some/other-model") is None
     for f in os.listdir(os.path.join(REPO, "encoders")):
         assert f.endswith(".yaml")
 
 
+def test_unknown_preset_names_list_the_presets():
+    with pytest.raises(InputError, match=r"unknown encoder preset 'repllama-v1-7b-lora-pasage'; did you mean "
+                                         r"'repllama-v1-7b-lora-passage'\? Presets: .*castorini/repllama-v1-7b-lora-doc"):
+        resolve("repllama-v1-7b-lora-pasage", "encoder")
+    with pytest.raises(InputError, match=r"unknown reranker preset 'rankllam'; did you mean 'rankllama'\?"):
+        resolve("rankllam", "reranker")
+    p, found = resolve("org/model", "encoder", passage_max_length=64)  # a hub id: the RepLLaMA defaults
+    assert not found and (p.model, p.passage_max_length, p.query_prefix) == ("org/model", 64, "query: ")
+
+
 def test_preset_file_with_another_recipe(tiny_encoder, card, tmp_path):
     """A new decoder is a new YAML: prefixes, lengths and pooling come from it."""
     path = tmp_path / "mine.yaml"
-    path.write_text(f"model: {tiny_encoder['lora']}\nquery_prefix: 'question: '\npassage_prefix: ''\n"
+    path.write_text(f"kind: encoder\nmodel: {tiny_encoder['lora']}\nquery_prefix: 'question: '\npassage_prefix: ''\n"
                     f"query_max_length: 16\npooling: mean\nnormalize: false\ndimension: 64\n")
     enc = RepLLaMAEncoder(str(path))
     assert enc.from_preset and enc.preset.name == "mine"
@@ -135,45 +152,38 @@ def test_preset_file_with_another_recipe(tiny_encoder, card, tmp_path):
     with torch.no_grad():
         h = enc.model(**ids).last_hidden_state[0].mean(0).numpy()
     np.testing.assert_allclose(q[0], h, atol=1e-5)
-    # a checkpoint directory's own repllama_preset.yaml (as training writes it; paths from before a move)
+    # a checkpoint directory's own preset.yaml (as training writes it; paths from before a move)
     import shutil
     ckpt = tmp_path / "moved-checkpoint"
     shutil.copytree(tiny_encoder["lora"], ckpt)
-    (ckpt / "repllama_preset.yaml").write_text("name: trained\nmodel: /old/place\nquery_prefix: 'question: '\n"
-                                               "query_max_length: 16\npooling: mean\nnormalize: false\n")
+    (ckpt / "preset.yaml").write_text("kind: encoder\nname: trained\nmodel: /old/place\nquery_prefix: 'question: '\n"
+                                      "query_max_length: 16\npooling: mean\nnormalize: false\n")
     enc2 = RepLLaMAEncoder(str(ckpt))
     assert enc2.from_preset and enc2.preset.model == str(ckpt)
     np.testing.assert_allclose(enc2.encode_queries(["paris"]), q, atol=1e-5)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"model: {tiny_encoder['lora']}\ndimension: 4096\n")
-    with pytest.raises(InputError, match="dimension 4096"):
-        RepLLaMAEncoder(str(bad))
-    bad.write_text("model: x\npooling: cls\n")
-    with pytest.raises(InputError, match="pooling"):
-        find_preset(str(bad))
-    bad.write_text("model: x\nmax_len: 3\n")
-    with pytest.raises(InputError, match="unknown key"):
-        find_preset(str(bad))
-    bad.write_text("model: x\nkind: retriever\n")
-    with pytest.raises(InputError, match="kind 'retriever'"):
-        find_preset(str(bad))
-    bad.write_text("model: x\nkind: reranker\ndepth: 0\n")
-    with pytest.raises(InputError, match="depth"):
-        find_preset(str(bad))
+    for text, message in [(f"kind: encoder\nmodel: {tiny_encoder['lora']}\ndimension: 4096\n", "dimension 4096"),
+                          ("kind: encoder\nmodel: x\npooling: cls\n", "pooling 'cls' is not one of"),
+                          ("kind: encoder\nmodel: x\nmax_len: 3\n", r"unknown key\(s\) \['max_len'\] for a encoder"),
+                          ("kind: encoder\nmodel: x\ndepth: 3\n", r"unknown key\(s\) \['depth'\]"),
+                          ("model: x\nkind: retriever\n", "'kind' must be one of \\['encoder', 'reranker'\\], got "
+                                                          "'retriever'"),
+                          ("model: x\n", "'kind' must be one of"),
+                          ("model: x\nkind: reranker\ndepth: 0\n", "depth must be an integer >= 1"),
+                          ("model: x\nkind: reranker\npair_format: t5\n", "pair_format must be one of"),
+                          ("kind: encoder\nquery_prefix: 'q: '\n", "'model' .* is required")]:
+        bad.write_text(text)
+        with pytest.raises(InputError, match=message):
+            RepLLaMAEncoder(str(bad)) if "4096" in text else find_preset(str(bad))
 
 
 def test_encoder_refuses_a_reranker_preset(tiny_encoder, tmp_path):
-    """A RankLLaMA preset (explicit ``kind``, or ``rankllama`` in its name) is not silently used as an encoder."""
-    assert find_preset("castorini/rankllama-v1-7b-lora-passage").kind == "reranker"
-    assert find_preset("castorini/repllama-v1-7b-lora-passage").kind == "encoder"
-    with pytest.raises(InputError, match="reranker preset, not an encoder"):
+    with pytest.raises(InputError, match="is a reranker preset, not an encoder"):
         RepLLaMAEncoder("castorini/rankllama-v1-7b-lora-passage")
     path = tmp_path / "scorer.yaml"
-    path.write_text(f"model: {tiny_encoder['lora']}\nkind: reranker\npooling: last\n")
+    path.write_text(f"model: {tiny_encoder['lora']}\nkind: reranker\n")
     with pytest.raises(InputError, match="reranker preset"):
         RepLLaMAEncoder(str(path))
-    path.write_text(f"name: rankllama-but-dense\nmodel: {tiny_encoder['lora']}\nkind: encoder\n")
-    assert RepLLaMAEncoder(str(path)).preset.kind == "encoder"  # explicit kind beats the name
 
 
 def test_missing_adapter_or_base(tiny_encoder, tmp_path):
@@ -217,7 +227,7 @@ def test_pyserini_classes(tiny_encoder, card):
 def test_pyserini_encode_without_titles_warns_once(tiny_encoder, caplog):
     """pyserini.encode's encoder section defaults to --fields text: say so instead of silently dropping titles."""
     de = RepLLaMADocumentEncoder(model_name=tiny_encoder["lora"], device="cpu")
-    with caplog.at_level("WARNING", logger="repllama_pyserini.encoder"):
+    with caplog.at_level("WARNING", logger="repllama_pyserini.dense.pyserini_encoders"):
         de.encode(texts=["a"], titles=["t"], max_length=16)
         assert not caplog.records
         de.encode(texts=["a"], max_length=16)
@@ -235,8 +245,7 @@ def test_pyserini_name_and_class_resolution(tiny_encoder, tmp_path, monkeypatch)
     from pyserini.search.faiss.__main__ import define_dsearch_args, init_query_encoder
 
     assert list(pe.query_encoder_class_map)[0] == "repllama"
-    assert pe.query_encoder_class_map["repllama"] is RepLLaMAQueryEncoder
-    assert pe.document_encoder_class_map["repllama"] is RepLLaMADocumentEncoder
+    assert list(pe.document_encoder_class_map)[0] == "repllama"
 
     calls = []
 
@@ -248,6 +257,9 @@ def test_pyserini_name_and_class_resolution(tiny_encoder, tmp_path, monkeypatch)
     enc = init_query_encoder("castorini/repllama-v1-7b-lora-passage", None, None, "t", None, "cpu", 256, "cls",
                              False, None)
     assert isinstance(enc, Recording) and calls[0]["encoder_dir"] == "castorini/repllama-v1-7b-lora-passage"
+    # the design card's spelling: --encoder repllama, no --encoder-class
+    init_query_encoder("repllama", None, None, "t", None, "cpu", 256, "cls", False, None)
+    assert calls[1]["encoder_dir"] == "repllama"
     monkeypatch.undo()
 
     local = tmp_path / "my-repllama-tiny"
@@ -266,16 +278,15 @@ def test_pyserini_name_and_class_resolution(tiny_encoder, tmp_path, monkeypatch)
 
 def test_index_dimension_mismatch(tiny_encoder, tmp_path):
     import faiss
+    from pyserini.search.faiss import FaissSearcher
     qe = RepLLaMAQueryEncoder(encoder_dir=tiny_encoder["lora"])
-    check_index_dimension(64, qe)
+    plugin.check_index(str(tmp_path), 64, qe)
     with pytest.raises(InputError, match="dimension mismatch.*32-d.*64-d"):
-        check_index_dimension(32, qe)
+        plugin.check_index(str(tmp_path), 32, qe)
     index = faiss.IndexFlatIP(32)
     index.add(np.zeros((2, 32), dtype=np.float32))
     faiss.write_index(index, str(tmp_path / "index"))
     (tmp_path / "docid").write_text("a\nb\n")
-    assert install_faiss_dimension_check()
-    from pyserini.search.faiss import FaissSearcher
     with pytest.raises(InputError, match="dimension mismatch"):
         FaissSearcher(str(tmp_path), qe)
 
@@ -288,23 +299,20 @@ def test_released_preset_offline_is_a_clear_error(monkeypatch):
 
 def test_presets_from_another_directory(tiny_encoder, tmp_path, monkeypatch):
     """An installed package finds presets in its presets/ dir; $REPLLAMA_PYSERINI_PRESETS adds more."""
-    (tmp_path / "tiny.yaml").write_text(f"name: org/tiny-retriever\nmodel: {tiny_encoder['lora']}\n"
+    (tmp_path / "tiny.yaml").write_text(f"kind: encoder\nname: org/tiny-retriever\nmodel: {tiny_encoder['lora']}\n"
                                         f"passage_max_length: 20\n")
     monkeypatch.setenv("REPLLAMA_PYSERINI_PRESETS", str(tmp_path))
     enc = RepLLaMADocumentEncoder(model_name="org/tiny-retriever")
     assert enc.encoder.from_preset and enc.encoder.preset.passage_max_length == 20
-    assert len(enc.encoder.tokenize(["passage: " + LONG], enc.encoder.preset.passage_max_length)[0]) == 20
 
 
-def test_pyserini_default_max_length_is_not_an_override(monkeypatch):
-    from repllama_pyserini.encoder import _explicit_pyserini_max_length
-    script = "/x/site-packages/pyserini/encode/__main__.py"
-    monkeypatch.setattr("sys.argv", [script, "encoder", "--encoder", "m"])
-    assert _explicit_pyserini_max_length(256) is None
-    monkeypatch.setattr("sys.argv", [script, "encoder", "--max-length", "256"])
-    assert _explicit_pyserini_max_length(256) == 256
-    monkeypatch.setattr("sys.argv", ["other.py"])
-    assert _explicit_pyserini_max_length(256) == 256
+def test_pyserini_max_length_is_the_passage_length(tiny_encoder, card):
+    """pyserini.encode's --max-length (its default 256 included) is the passage length, as for any Pyserini encoder;
+    without one (Python use) the preset's length applies."""
+    de = RepLLaMADocumentEncoder(model_name=tiny_encoder["lora"], device="cpu")
+    np.testing.assert_allclose(de.encode(texts=[LONG], titles=["T"], max_length=20), card([f"passage: T {LONG}"], 20),
+                               atol=1e-5)
+    np.testing.assert_allclose(de.encode(texts=[LONG], titles=["T"]), card([f"passage: T {LONG}"], 156), atol=1e-5)
 
 
 def test_unreachable_hub_switches_to_offline_mode(monkeypatch, capsys):

@@ -13,7 +13,10 @@ from collections import defaultdict
 import pytest
 
 from repllama_pyserini import eval as ev
-from repllama_pyserini.io import InputError, read_qrels, run_cli
+from repllama_pyserini.cli import InputError, run_cli
+from repllama_pyserini.eval.__main__ import main as eval_main
+from repllama_pyserini.formats import conventions_of_qrels, read_qrels, sorted_hits
+from repllama_pyserini.formats.runs import truncate_run
 
 BM25 = "msmarco-passage/rank_llm_candidates/trec_results_BM25_{}.txt"
 TQ = "topics-and-qrels"
@@ -170,8 +173,8 @@ def test_bm25_dl_ndcg10_matches_pyserini_trec_eval(ir_data, trec_eval_cmd, year,
 def test_bm25_dl_every_metric_matches_trec_eval(ir_data, trec_eval_cmd, year):
     qrels, run = os.path.join(ir_data, TQ, f"qrels.{year}-passage.txt"), os.path.join(ir_data, BM25.format(year))
     preset = f"{year}-passage"
-    ours = ev.evaluate(run, qrels, preset=preset, per_query=True)
-    for q, scores in ev.evaluate(run, qrels, metrics=list(GENERIC), per_query=True).items():
+    ours = ev.evaluate(run, qrels, conventions=preset, per_query_scores=True)
+    for q, scores in ev.evaluate(run, qrels, metrics=list(GENERIC), per_query_scores=True).items():
         ours[q].update({f"generic {m}": v for m, v in scores.items()})
     defs = {**TWO_CR[preset], **{f"generic {m}": d for m, d in GENERIC.items()}}
     assert_matches(ours, reference(trec_eval_cmd, defs, qrels, run), read_qrels(qrels))
@@ -183,12 +186,12 @@ def test_constructed_run_matches_trec_eval(constructed, trec_eval_cmd, preset):
     on its own collection's qrels, and every metric form."""
     qrels_path, run = constructed[preset]
     qrels = read_qrels(qrels_path)
-    assert ev.infer_preset(qrels_path) == preset
+    assert conventions_of_qrels(qrels_path) == preset
     cov = ev.coverage(ev.load_run(run), qrels)
     assert cov.missing and cov.extra and cov.evaluated
-    ours = ev.evaluate(run, qrels_path, per_query=True)  # inferred preset
+    ours = ev.evaluate(run, qrels_path, per_query_scores=True)  # inferred preset
     assert set(ours["all"]) == set(TWO_CR[preset])
-    generic = ev.evaluate(run, qrels, metrics=list(GENERIC), per_query=True)
+    generic = ev.evaluate(run, qrels, metrics=list(GENERIC), per_query_scores=True)
     for q, scores in generic.items():
         ours[q].update({f"generic {m}": v for m, v in scores.items()})
     defs = {**TWO_CR[preset], **{f"generic {m}": d for m, d in GENERIC.items()}}
@@ -202,7 +205,7 @@ def test_tie_breaking_matters_in_the_constructed_run(constructed):
     run = ev.load_run(run_path)
     ascending = {q: {d: -i for i, (d, _) in enumerate(sorted(h.items(), key=lambda kv: (-kv[1], kv[0])))}
                  for q, h in run.items()}
-    descending = {q: {d: -i for i, (d, _) in enumerate(ev.trec_ranking(h))} for q, h in run.items()}
+    descending = {q: {d: -i for i, (d, _) in enumerate(sorted_hits(h))} for q, h in run.items()}
     metrics = ["nDCG@10", "MRR@10", "MAP@100", "R@1000:M50"]
     ours = ev.evaluate(run, qrels_path, metrics=metrics)
     assert ev.evaluate(descending, qrels_path, metrics=metrics) == pytest.approx(ours, abs=1e-12)
@@ -213,7 +216,7 @@ def test_tie_breaking_matters_in_the_constructed_run(constructed):
 def test_preset_conventions_apply_to_explicit_metrics(constructed, trec_eval_cmd):
     """A preset's -l/-M conventions apply to metrics asked for with it, unless they set their own."""
     qrels_path, run = constructed["dl19-doc"]
-    got = ev.evaluate(run, qrels_path, metrics=["MAP", "R@100", "MAP:M1000"], preset="dl19-doc")
+    got = ev.evaluate(run, qrels_path, metrics=["MAP", "R@100", "MAP:M1000"], conventions="dl19-doc")
     ref = reference(trec_eval_cmd, {"MAP": "-c -M 100 -m map", "R@100": "-c -m recall.100",
                                     "MAP@1000": "-c -M 1000 -m map"}, qrels_path, run)
     for name, (mean, _) in ref.items():
@@ -223,7 +226,7 @@ def test_preset_conventions_apply_to_explicit_metrics(constructed, trec_eval_cmd
     assert abs(ev.evaluate(run, qrels_path, metrics=["map_cut.100"])["MAP@100"] - mean) <= TOL
     assert abs(ev.evaluate(run, qrels_path, metrics=[ev.Metric("map_cut", 100)])["MAP@100"] - mean) <= TOL
     qrels_path, run = constructed["dl20-passage"]
-    got = ev.evaluate(run, qrels_path, metrics=["R@100", "MAP:l1", "nDCG@10"], preset="dl20-passage")
+    got = ev.evaluate(run, qrels_path, metrics=["R@100", "MAP:l1", "nDCG@10"], conventions="dl20-passage")
     ref = reference(trec_eval_cmd, {"R@100": "-c -l 2 -m recall.100", "MAP:l1": "-c -m map",
                                     "nDCG@10": "-c -m ndcg_cut.10"}, qrels_path, run)
     for name, (mean, _) in ref.items():
@@ -242,7 +245,7 @@ RUN_TINY = {"1": {"d10": 1.0, "d9": 1.0, "d1": 2.0},  # ranking d1, d9, d10 ("d9
 
 def test_hand_computed_example():
     got = ev.evaluate(RUN_TINY, QRELS_TINY, metrics=["MRR@10", "MRR@1", "MAP", "MAP@2", "nDCG@10", "R@2",
-                                                     "R@2:l2", "P@1", "MAP:l2"], per_query=True)
+                                                     "R@2:l2", "P@1", "MAP:l2"], per_query_scores=True)
     log2 = lambda x: __import__("math").log2(x)  # noqa: E731
     # query 1: d1 (0), d9 (1), d10 (1); query 2: y (1), x (2)
     assert got["1"]["MRR@10"] == pytest.approx(1 / 2) and got["2"]["MRR@10"] == pytest.approx(1)
@@ -266,8 +269,8 @@ def test_hand_computed_example():
 
 def test_trec_ranking_and_truncation():
     hits = {"10": 1.0, "9": 1.0, "100": 1.0, "a": 0.5, "b": 2.0}
-    assert [d for d, _ in ev.trec_ranking(hits)] == ["b", "9", "100", "10", "a"]
-    assert list(ev.truncate_run({"q": hits}, 2)["q"]) == ["b", "9"]
+    assert [d for d, _ in sorted_hits(hits)] == ["b", "9", "100", "10", "a"]
+    assert list(truncate_run({"q": hits}, 2)["q"]) == ["b", "9"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -300,13 +303,13 @@ def test_parse_metric_errors(spec):
 
 def test_presets_and_metric_args():
     for preset, defs in TWO_CR.items():
-        ms, name = ev.resolve_metrics(preset=preset)
+        ms, name = ev.resolve_metrics(conventions=preset)
         assert name == preset
         assert {m.name: " ".join(m.trec_eval_args()) for m in ms} == defs
-    assert ev.get_preset("beir-v1.0.0-scifact").name == "beir"
-    assert ev.get_preset("msmarco-passage-dev-subset").name == "msmarco-passage-dev"
+    assert ev.get_conventions("beir-v1.0.0-scifact").name == "beir"
+    assert ev.get_conventions("msmarco-passage-dev-subset").name == "msmarco-passage-dev"
     with pytest.raises(InputError):
-        ev.get_preset("dl21-passage")
+        ev.get_conventions("dl21-passage")
     assert [m.name for m in ev.resolve_metrics()[0]] == list(ev.DEFAULT_METRICS)
     with pytest.raises(InputError, match="twice"):
         ev.resolve_metrics(["MAP", "map"])
@@ -319,20 +322,20 @@ def test_infer_preset(ir_data):
                 "qrels.msmarco-doc.dev.txt": "msmarco-doc-dev"}
     for path in glob.glob(os.path.join(ir_data, TQ, "qrels.*")):
         name = os.path.basename(path)
-        assert ev.infer_preset(path) == expected.get(name, "beir"), name
+        assert conventions_of_qrels(path) == expected.get(name, "beir"), name
     for name, preset in [("2019qrels-pass.txt", "dl19-passage"), ("2020qrels-docs.txt", "dl20-doc"),
                          ("qrels.dev.small.tsv", "msmarco-passage-dev"), ("msmarco-docdev-qrels.tsv.gz",
                                                                           "msmarco-doc-dev"),
                          ("beir/scifact/qrels/test.tsv", "beir"), ("qrels.dl19-passage.txt.gz", "dl19-passage"),
                          ("my-qrels.txt", None), ("qrels/dev.tsv", None)]:
-        assert ev.infer_preset(name) == preset, name
+        assert conventions_of_qrels(name) == preset, name
 
 
 def test_msmarco_format_run_and_collection_name(ir_data, tmp_path):
     run = ev.load_run(os.path.join(ir_data, BM25.format("dl19")))
     msmarco = tmp_path / "run.msmarco.tsv"
     msmarco.write_text("".join(f"{q}\t{d}\t{i}\n" for q, h in run.items()
-                               for i, (d, _) in enumerate(ev.trec_ranking(h), 1)))
+                               for i, (d, _) in enumerate(sorted_hits(h), 1)))
     got = ev.evaluate(str(msmarco), "dl19-passage")  # qrels by collection name, preset from its file name
     assert round(got["nDCG@10"], 4) == 0.5058
     assert got == pytest.approx(ev.evaluate(run, os.path.join(ir_data, TQ, "qrels.dl19-passage.txt")), abs=1e-12)
@@ -346,17 +349,17 @@ def test_cli_table_and_json(ir_data, constructed, tmp_path, capsys):
     qrels = os.path.join(ir_data, TQ, "qrels.dl19-passage.txt")
     bm25, built = os.path.join(ir_data, BM25.format("dl19")), constructed["dl19-passage"][1]
     out = tmp_path / "scores" / "eval.json"
-    ev.main(["--run", bm25, built, "--qrels", qrels, "--json", str(out), "--per-query",
+    eval_main(["--run", bm25, built, "--qrels", qrels, "--json", str(out), "--per-query",
              "--topics", os.path.join(ir_data, TQ, "topics.dl19-passage.txt")])
     cap = capsys.readouterr()
     rows = cap.out.splitlines()
-    assert "preset dl19-passage" in rows[0]
+    assert "conventions dl19-passage" in rows[0]
     assert rows[1].split() == ["run", "nDCG@10", "MAP", "R@1000"]
     assert rows[2].split()[0] == os.path.basename(bm25) and rows[2].split()[1] == "0.5058"
     assert rows[3].split()[0] == os.path.basename(built)
     assert "have no results" in cap.err and "not in the qrels" in cap.err
     doc = json.loads(out.read_text())
-    assert doc["preset"] == "dl19-passage" and doc["metrics"]["MAP"] == "trec_eval -c -l 2 -m map"
+    assert doc["conventions"] == "dl19-passage" and doc["metrics"]["MAP"] == "trec_eval -c -l 2 -m map"
     assert [r["run"] for r in doc["runs"]] == [bm25, built]
     assert round(doc["runs"][0]["scores"]["nDCG@10"], 4) == 0.5058
     assert len(doc["runs"][1]["per_query"]) == 43 and doc["runs"][1]["evaluated_queries"] < 43
@@ -375,7 +378,7 @@ def test_cli_as_module(ir_data):
 
 def _cli_error(argv, capsys):
     with pytest.raises(SystemExit) as e:
-        run_cli(ev.main, argv)
+        run_cli(eval_main, argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err, err
@@ -400,7 +403,7 @@ def test_cli_errors(ir_data, tmp_path, capsys):
                      capsys)
     assert "absent from topics" in err
     assert "unknown metric" in _cli_error(["--run", dl19, "--qrels", qrels, "--metrics", "nDCG10"], capsys)
-    assert "unknown preset" in _cli_error(["--run", dl19, "--qrels", qrels, "--preset", "dl21"], capsys)
+    assert "unknown conventions" in _cli_error(["--run", dl19, "--qrels", qrels, "--conventions", "dl21"], capsys)
 
 
 def test_format_table():

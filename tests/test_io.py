@@ -2,7 +2,8 @@
 import os
 import stat
 
-from repllama_pyserini.io import atomic_write, make_temp_dir, write_run
+from repllama_pyserini.formats import atomic_write, write_run
+from repllama_pyserini.formats.files import make_temp_dir
 
 
 def test_atomic_outputs_respect_the_umask(tmp_path):

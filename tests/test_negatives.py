@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from repllama_pyserini.io import InputError, read_qrels, read_topics, write_run
+from repllama_pyserini.cli import InputError
+from repllama_pyserini.formats import read_qrels, read_topics, write_run
 from repllama_pyserini.train.negatives import main, merge_candidates, mine, sample_negatives
 
 N_QUERIES = 40
@@ -49,7 +50,7 @@ def _read(path):
 
 def test_mined_scifact_negatives_are_bm25_hits_and_never_positives(scifact, tmp_path):
     from repllama_pyserini import bm25
-    from repllama_pyserini.corpus_lookup import load_docs
+    from repllama_pyserini.formats import load_docs
     from repllama_pyserini.train.negatives import default_index_dir
     out = str(tmp_path / "train.jsonl.gz")
     stats = mine(scifact["corpus"], out, scifact["topics"], scifact["qrels"], depth=30, num_negatives=8, seed=5)

@@ -9,11 +9,11 @@ import sys
 import pytest
 
 from repllama_pyserini.eval import evaluate
-from repllama_pyserini.io import read_qrels, read_run
+from repllama_pyserini.formats import read_qrels, read_run
 
 
 def _pipeline(*args):
-    return subprocess.run([sys.executable, "-m", "repllama_pyserini.pipeline", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "repllama_pyserini.workflows.pipeline", *args], capture_output=True,
                           text=True, timeout=1200)
 
 
@@ -29,15 +29,13 @@ def test_published_runs_fused_and_evaluated(ir_data, tmp_path):
     m = json.load(open(tmp_path / "m.json"))["metrics"]
     assert round(m["bm25"]["nDCG@10"], 4) == 0.5058  # Pyserini 2CR bm25-default
     assert round(m["repllama-7b"]["nDCG@10"], 4) == 0.7384  # the published run, as the data README states
-    # the fused run is really pyserini's RRF of the two inputs
-    from pyserini.fusion import reciprocal_rank_fusion
-    from pyserini.trectools import TrecRun
-    ref = reciprocal_rank_fusion([TrecRun(f"{c}/trec_results_BM25_dl19.txt"), TrecRun(str(tmp_path / "run.repllama-7b.trec"))],
-                                 rrf_k=60, depth=1000, k=1000)
-    ref_path = tmp_path / "ref.trec"
-    ref.save_to_txt(str(ref_path))
+    # the fused run is the RRF formula (k=60) of the two inputs
+    from test_fusion import reference_fusion
+    ref = reference_fusion([f"{c}/trec_results_BM25_dl19.txt", str(tmp_path / "run.repllama-7b.trec")], "rrf", 1000,
+                           1000)
+    ref_run = {q: {d: s for d, _, s in hits} for q, hits in ref.items()}
     qrels = read_qrels(f"{tq}/qrels.dl19-passage.txt")
-    assert evaluate(str(ref_path), qrels, preset="dl19-passage") == pytest.approx(m["hybrid"], abs=1e-4)
+    assert evaluate(ref_run, qrels, conventions="dl19-passage") == pytest.approx(m["hybrid"], abs=1e-12)
     r2 = _pipeline(*args)  # everything cached
     assert r2.returncode == 0 and "complete, skipped" in r2.stderr
 
@@ -85,6 +83,15 @@ def test_tiny_models_end_to_end_on_real_subset(ir_data, tmp_path, tiny_encoder, 
         assert set(run) == set(qrels), name
     rerank = read_run(m["runs"]["rerank"])
     assert all(len(h) == 20 for h in rerank.values())
-    assert m["metrics"]["bm25"]["nDCG@10"] > 0.3  # real BM25 on real text
+    # the BM25 run is what Pyserini's own searcher gives on the pipeline's index (BEIR: --remove-query)
+    ref = tmp_path / "pyserini-bm25.trec"
+    p = subprocess.run([sys.executable, "-m", "pyserini.search.lucene", "--index", str(work / "index.lucene"),
+                        "--topics", str(work / "topics.tsv"), "--output", str(ref), "--bm25", "--hits", "100",
+                        "--remove-query"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    theirs, ours = read_run(str(ref)), read_run(m["runs"]["bm25"])
+    assert theirs.keys() == ours.keys()
+    for q in theirs:
+        assert ours[q].keys() == theirs[q].keys() and all(abs(ours[q][d] - theirs[q][d]) < 1e-4 for d in theirs[q])
     r = _pipeline(*args)
     assert r.returncode == 0 and r.stderr.count("complete, skipped") == 6

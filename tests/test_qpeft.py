@@ -1,22 +1,28 @@
 """Q-PEFT / UPR on a tiny random LLaMA: batched scores = the one-pair-at-a-time reference (left/right padding,
-mixed lengths, with and without the shared prefix cache), gradients only in the module, R hint selection on a
-hand-made example, save/load round trip, training lowers the loss, resume, readers, QA metrics, the reranker
-interface and the CLI."""
+mixed lengths, with and without the shared prefix cache), R hint selection on a hand-made example, save/load round
+trip; training on transformers' Trainer (the batch and its loss by hand, gradients only in the module, the loss goes
+down, gradient checkpointing, dev metrics by hand, early stopping, the time limit, continued run = uninterrupted run,
+refused and overwritten runs); readers, QA metrics, the reranker interface and the CLI."""
 import gzip
 import json
 import os
-import random
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from repllama_pyserini.io import InputError, read_run
+from repllama_pyserini.cli import InputError, run_cli
+from repllama_pyserini.formats import Doc, read_run
+from repllama_pyserini.formats.dpr import read_dpr, read_training
+from repllama_pyserini.formats.tevatron import Group, Passage, read_groups
 from repllama_pyserini.qpeft import (PromptEncoder, QPeftModule, QPeftReranker, QueryLikelihoodScorer, load_module,
                                      reference_loglik, select_hint_ids)
-from repllama_pyserini.qpeft.data import Example, Passage, read_dpr, read_examples, read_tevatron, split_dev
+from repllama_pyserini.qpeft.data import split_dev
 from repllama_pyserini.qpeft.metrics import qa_metrics, run_qa_metrics
-from repllama_pyserini.qpeft.train import TrainConfig, Trainer, check_gradients
+from repllama_pyserini.qpeft.train import (Collator, TrainConfig, build_trainer, check_gradients, dev_metrics,
+                                           train)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DOCS = [("paris", "paris is the capital and most populous city of france, the quick brown fox jumps over it"),
         ("", "goldfish grow"),
@@ -137,49 +143,84 @@ def _examples():
              ("the quick brown fox jumps over the lazy dog", "the quick brown fox"),
              ("retrieval with large language models and lora", "retrieval with large language models")]
     ps = [Passage(str(i), "", t) for i, (t, _) in enumerate(texts)]
-    return [Example(f"q{i}", q, [ps[i]], [p for j, p in enumerate(ps) if j != i]) for i, (_, q) in enumerate(texts)]
+    return [Group(f"q{i}", q, [ps[i]], [p for j, p in enumerate(ps) if j != i]) for i, (_, q) in enumerate(texts)]
+
+
+def test_collator_pairs_and_in_batch_negatives(lm_tok):
+    _, tok = lm_tok
+    ex = _examples()
+    ps = [e.positives[0] for e in ex]
+    items = [(ex[0], ps[0], ps[1]), (ex[1], ps[1], ps[0]), (ex[2], ps[2], ps[3])]  # d- of q1 is q0's positive
+    enc = PromptEncoder(tok, "qpeft", max_doc_tokens=8)
+    want = {  # passages 0..3 = ps[0..3]; per query: its d+ then its negatives (never one of its own positives)
+        "all": [[0, 1, 2, 3], [1, 0, 2, 3], [2, 3, 0, 1]],
+        "positives": [[0, 1, 2], [1, 0, 2], [2, 3, 0, 1]],
+        "none": [[0, 1], [1, 0], [2, 3]]}
+    for in_batch, docs_of in want.items():
+        got = Collator(enc, in_batch)(items)
+        assert [d.doc_ids for d in got["docs"]] == [enc.encode_doc("", p.text).doc_ids for p in ps[:4]]
+        assert [q.query_ids for q in got["queries"]] == [enc.encode_query(e.query).query_ids for e in ex[:3]]
+        assert got["pairs"] == [(i, d) for i, ds in enumerate(docs_of) for d in ds]
+        starts = [sum(len(ds) for ds in docs_of[:i]) for i in range(3)]
+        assert got["groups"] == [(s, list(range(s + 1, s + len(ds)))) for s, ds in zip(starts, docs_of)]
 
 
 @pytest.mark.parametrize("variant", ["R", "A"])
 def test_step_updates_only_module_and_lowers_loss(lm_tok, tmp_path, variant):
     lm, tok = lm_tok
-    ex = _examples()
     cfg = TrainConfig(variant=variant, k=4, batch_size=3, lr=1e-2, max_doc_tokens=16, in_batch="all", seed=3)
-    t = Trainer(lm, tok, ex, [], str(tmp_path), cfg)
-    t.setup()
+    tr = build_trainer(lm, tok, _examples(), [], str(tmp_path), cfg)
+    model, opt = tr.model, tr.optimizer
+    assert list(model.parameters()) == list(model.module.parameters())  # the LLM is outside the module tree
+    assert set(model.state_dict()) == {f"module.{k}" for k in model.module.state_dict()}
+    inputs = tr.data_collator([tr.train_dataset[i] for i in range(3)])
+    # the loss by hand from one-pair-at-a-time log-likelihoods: mean_i [nll(d+) + mean_d- max(0, nll(d+) - nll(d-) + m)]
+    model.eval()  # no dropout while measuring
+    with torch.no_grad():
+        nll = [-float(model.scorer.loglik([inputs["queries"][q]], [inputs["docs"][d]], [(0, 0)], model.module))
+               for q, d in inputs["pairs"]]
+        loss0 = float(model(**inputs).loss)
+    by_hand = sum(nll[p] + sum(max(0.0, nll[p] - nll[n] + 0.5) for n in ns) / len(ns)
+                  for p, ns in inputs["groups"]) / 3
+    assert loss0 == pytest.approx(by_hand, abs=1e-5)
     llm_before = {k: v.clone() for k, v in lm.state_dict().items()}
-    mod_before = {k: v.clone() for k, v in t.module.state_dict().items()}
-    batch = ex[:3]
-    t.module.eval()  # no dropout while measuring
-    with torch.no_grad():
-        loss0 = float(t.step_loss(batch, random.Random(0)))
-    for step in range(6):
-        t.module.train()
-        t.optimizer.zero_grad(set_to_none=True)
-        loss = t.step_loss(batch, random.Random(0))
-        loss.backward()
-        check_gradients(lm, t.module)  # grads in the module only
+    mod_before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    for _ in range(6):
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        model(**inputs).loss.backward()
+        check_gradients(lm, model.module)  # grads in the module only
         assert all(p.grad is None for p in lm.parameters())
-        t.optimizer.step()
-    t.module.eval()
+        opt.step()
+    model.eval()
     with torch.no_grad():
-        loss1 = float(t.step_loss(batch, random.Random(0)))
-    assert loss1 < loss0
+        assert float(model(**inputs).loss) < loss0 - 0.01
     for k, v in lm.state_dict().items():
         assert torch.equal(v, llm_before[k]), k  # the LLM never changes
-    changed = [k for k, v in t.module.state_dict().items() if not torch.equal(v, mod_before[k])]
-    assert "embed.weight" in changed and "mlp.0.weight" in changed
-    if variant == "A":
-        assert any(k.startswith("attn.") for k in changed)
-    # only the E' rows that were used moved (the rest still equals the LLM's E)
-    rows = (t.module.embed.weight != lm.get_input_embeddings().weight).any(1).sum()
-    assert 0 < int(rows) < lm.config.vocab_size // 4
-    # a leak into the LLM is caught
+    changed = {k for k, v in model.module.state_dict().items() if not torch.equal(v, mod_before[k])}
+    assert {"embed.weight", "mlp.0.weight", "mlp.2.weight"} <= changed
+    assert any(k.startswith("attn.") for k in changed) == (variant == "A")
+    # only the E' rows that were used moved (the rest still equals the LLM's E); the optimizer saves just those rows
+    rows = (model.module.embed.weight != lm.get_input_embeddings().weight).any(1).nonzero()[:, 0]
+    saved = opt.state_dict()["state"][0]
+    assert torch.equal(saved["exp_avg@rows"], rows) and "exp_avg" not in saved
+    assert 0 < len(rows) < lm.config.vocab_size // 4
+    full = {k: v.clone() for k, v in opt.state[model.module.embed.weight].items()}
+    opt.load_state_dict(opt.state_dict())
+    assert all(torch.equal(full[k], v) for k, v in opt.state[model.module.embed.weight].items())
+    # a leak into the LLM is caught, also by the Trainer's step
     p = lm.get_input_embeddings().weight
     p.grad = torch.zeros_like(p)
     with pytest.raises(RuntimeError, match="frozen LLM"):
-        check_gradients(lm, t.module)
+        check_gradients(lm, model.module)
     p.grad = None
+    p.requires_grad_(True)
+    try:
+        with pytest.raises(RuntimeError, match="gradients reach the frozen LLM: \\['model.embed_tokens.weight'\\]"):
+            tr.train()
+    finally:
+        p.requires_grad_(False)
+        p.grad = None
 
 
 def test_gradient_checkpointing_same_loss_and_grads(tiny_causal, tmp_path):
@@ -188,16 +229,135 @@ def test_gradient_checkpointing_same_loss_and_grads(tiny_causal, tmp_path):
     got = []
     for gc in (False, True):
         lm, _ = load_model(tiny_causal["base"], kind="causal", dtype="float32", device="cpu")
-        t = Trainer(lm, tok, _examples(), [], str(tmp_path / str(gc)),
-                    TrainConfig(variant="A", batch_size=3, max_doc_tokens=16, dropout=0.0, gradient_checkpointing=gc))
-        t.setup()
-        assert t.scorer.prefix_cache is not gc  # HF drops past_key_values under checkpointing: full sequences
-        loss = t.step_loss(_examples()[:3], random.Random(0))
+        tr = build_trainer(lm, tok, _examples(), [], str(tmp_path / str(gc)),
+                           TrainConfig(variant="A", batch_size=3, max_doc_tokens=16, dropout=0.0,
+                                       gradient_checkpointing=gc))
+        assert tr.model.scorer.prefix_cache is not gc  # HF drops past_key_values under checkpointing
+        assert lm.model.gradient_checkpointing is gc
+        loss = tr.model(**tr.data_collator([tr.train_dataset[i] for i in range(3)])).loss
         loss.backward()
-        check_gradients(lm, t.module)
-        got.append((loss.item(), t.module.mlp[0].weight.grad.clone()))
+        check_gradients(lm, tr.model.module)
+        got.append((loss.item(), tr.model.module.mlp[0].weight.grad.clone()))
     assert got[0][0] == pytest.approx(got[1][0], abs=1e-5)
     assert torch.allclose(got[0][1], got[1][1], atol=1e-6)
+
+
+def test_dev_metrics_by_hand(lm_tok):
+    lm, tok = lm_tok
+    ex = _examples()
+    enc = PromptEncoder(tok, "qpeft", max_doc_tokens=12)
+    scorer, mod = QueryLikelihoodScorer(lm, enc), QPeftModule.create(lm, "R", k=3, seed=0).eval()
+    m = dev_metrics(scorer, mod, ex[3:], negatives=3, margin=0.5)
+    want_loss, want_rr, want_nll = [], [], []
+    for e in ex[3:]:
+        with torch.no_grad():
+            sc = [float(scorer.loglik([enc.encode_query(e.query)], [enc.encode_doc(p.title, p.text)], [(0, 0)], mod))
+                  for p in [e.positives[0]] + e.negatives[:3]]
+        want_loss.append(-sc[0] + sum(max(0.0, x - sc[0] + 0.5) for x in sc[1:]) / 3)
+        want_rr.append(1 / (1 + sum(x > sc[0] for x in sc[1:])))
+        want_nll.append(-sc[0])
+    assert m == pytest.approx({"loss": sum(want_loss) / 2, "mrr": sum(want_rr) / 2, "nll": sum(want_nll) / 2,
+                               "queries": 2}, abs=1e-5)
+
+
+TRAIN = dict(k=3, batch_size=2, lr=1e-2, max_doc_tokens=12, eval_every=1, dev_negatives=2, seed=1, patience=100)
+
+
+def _log_records(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _same_module(a, b, lm):
+    a, b = load_module(a, lm).state_dict(), load_module(b, lm).state_dict()
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_continued_run_equals_uninterrupted(lm_tok, tmp_path):
+    """Variant A (attention dropout: the RNG states matter), 5 queries in batches of 2 (3 steps per epoch): 2 steps,
+    then the same call with max_steps 5 continues mid-epoch and across the epoch boundary, to the same module."""
+    lm, tok = lm_tok
+    ex, messages = _examples(), []
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    s_one = train(lm, tok, ex, ex[3:], one, TrainConfig(variant="A", max_steps=5, **TRAIN), progress=False)
+    s_part = train(lm, tok, ex, ex[3:], two, TrainConfig(variant="A", max_steps=2, **TRAIN), progress=False)
+    assert (s_part["stopped"], s_part["steps"]) == ("done", 2)
+    os.makedirs(os.path.join(two, "checkpoint-9"))  # cut short by a kill (no trainer state): not used, removed
+    s_two = train(lm, tok, ex, ex[3:], two, TrainConfig(variant="A", max_steps=5, **TRAIN), log=messages.append,
+                  progress=False)
+    assert messages == [f"continuing from {two}/checkpoint-2 (step 2)"]
+    drop = ("seconds",)
+    assert {k: v for k, v in s_two.items() if k not in drop} == {k: v for k, v in s_one.items() if k not in drop}
+    assert (s_one["stopped"], s_one["steps"], s_one["train_examples"], s_one["dev_examples"]) == ("done", 5, 5, 2)
+    assert sorted(os.listdir(two)) == sorted(os.listdir(one)) == [
+        "checkpoint-5", "log.jsonl", "module", "module-init", "train_config.json", "train_summary.json"]
+    for sub in ("checkpoint-5", "module", "module-init"):
+        assert _same_module(os.path.join(one, sub), os.path.join(two, sub), lm), sub
+    assert not _same_module(os.path.join(one, "module-init"), os.path.join(one, "checkpoint-5"), lm)
+    # the dev evaluations (start, every step) are the same; the best is the module/ saved
+    evals = [[(r["step"], r["eval_loss"]) for r in _log_records(d) if "eval_loss" in r] for d in (one, two)]
+    assert evals[0] == evals[1] and [s for s, _ in evals[0]] == [0, 1, 2, 3, 4, 5]
+    best = min(evals[0], key=lambda x: x[1])
+    assert (s_one["best_step"], s_one["best_dev"]) == best
+    # killed between the last checkpoint and the summary: the summary is written from the checkpoint
+    os.unlink(os.path.join(two, "train_summary.json"))
+    assert train(lm, tok, ex, ex[3:], two, TrainConfig(variant="A", max_steps=5, **TRAIN)) == dict(s_two, seconds=0.0)
+    s_two["seconds"] = 0.0
+    # the same call again: reported, nothing trained
+    again = train(lm, tok, ex, ex[3:], two, TrainConfig(variant="A", max_steps=5, **TRAIN), log=messages.append)
+    assert again == s_two
+    assert messages[-1] == f"already complete: {two} (same settings and data; --overwrite trains again)"
+    # other settings or data are refused, naming what changed
+    with pytest.raises(InputError) as e:
+        train(lm, tok, ex, ex[3:], two, TrainConfig(variant="A", max_steps=5, **dict(TRAIN, lr=0.02)))
+    assert str(e.value) == (f"{two} holds a Q-PEFT training with other settings (config.lr: 0.01 -> 0.02); pass "
+                            f"--overwrite to start afresh, or write elsewhere")
+    with pytest.raises(InputError) as e:
+        train(lm, tok, ex[1:], ex[3:], two, TrainConfig(variant="A", max_steps=5, **TRAIN))
+    assert str(e.value) == (f"{two} holds a Q-PEFT training with other settings (inputs.train: content changed); "
+                            f"pass --overwrite to start afresh, or write elsewhere")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="holds no Q-PEFT training"):
+        train(lm, tok, ex, ex[3:], str(tmp_path / "other"), TrainConfig(variant="A", max_steps=1, **TRAIN))
+    # overwrite: a fresh run, here R for 1 step
+    s = train(lm, tok, ex, ex[3:], two, TrainConfig(variant="R", max_steps=1, **TRAIN), overwrite=True)
+    assert (s["steps"], s["config"]["variant"]) == (1, "R") and "checkpoint-1" in os.listdir(two)
+    assert "checkpoint-5" not in os.listdir(two) and [r["step"] for r in _log_records(two)][0] == 0
+
+
+def test_early_stopping_and_time_limit(lm_tok, tmp_path):
+    lm, tok = lm_tok
+    ex = _examples()
+    # lr 0: the dev loss never improves on the untrained module's (step 0): patience 2 stops at the 2nd evaluation
+    out = str(tmp_path / "es")
+    s = train(lm, tok, ex, ex[3:], out, TrainConfig(max_steps=20, **dict(TRAIN, lr=0.0, patience=2, eval_every=2)))
+    assert (s["stopped"], s["steps"], s["best_step"]) == ("early-stopping", 4, 0)
+    assert _same_module(os.path.join(out, "module"), os.path.join(out, "module-init"), lm)
+    assert [r["step"] for r in _log_records(out) if "eval_loss" in r] == [0, 2, 4]
+    s2 = train(lm, tok, ex, ex[3:], out, TrainConfig(max_steps=30, **dict(TRAIN, lr=0.0, patience=2, eval_every=2)))
+    assert s2 == s  # an early-stopped run is finished whatever its length
+    # MRR as the criterion: a tie is no improvement either
+    s = train(lm, tok, ex, ex[3:], str(tmp_path / "mrr"),
+              TrainConfig(max_steps=20, early_stopping="mrr", **dict(TRAIN, lr=0.0, patience=1)))
+    assert (s["stopped"], s["steps"], s["best_step"], s["early_stopping"]) == ("early-stopping", 1, 0, "mrr")
+    # the time limit (0 minutes: after the first step) stops, evaluates and saves between evaluations
+    out = str(tmp_path / "time")
+    cfg = TrainConfig(max_steps=20, max_minutes=0.0, **dict(TRAIN, eval_every=5))
+    s = train(lm, tok, ex, ex[3:], out, cfg)
+    assert (s["stopped"], s["steps"]) == ("time", 1)
+    assert [r["step"] for r in _log_records(out) if "eval_loss" in r] == [0, 1]
+    assert [r["step"] for r in _log_records(out) if "loss" in r] == [1]  # the training loss since the last log
+    assert "checkpoint-1" in os.listdir(out)
+    s = train(lm, tok, ex, ex[3:], out, cfg)  # the same call continues: one more step in its minute budget
+    assert (s["stopped"], s["steps"]) == ("time", 2)
+    assert [r["step"] for r in _log_records(out) if "eval_loss" in r] == [0, 1, 2]
+    # without dev: no evaluation, module/ is the last module
+    out = str(tmp_path / "nodev")
+    s = train(lm, tok, ex, [], out, TrainConfig(max_steps=3, **dict(TRAIN, eval_every=2)))
+    assert (s["stopped"], s["steps"], s["best_step"], s["best_dev"], s["dev_examples"]) == ("done", 3, None, None, 0)
+    assert _same_module(os.path.join(out, "module"), os.path.join(out, "checkpoint-3"), lm)
+    assert not any("eval_loss" in r for r in _log_records(out))
 
 
 def test_save_load_round_trip(lm_tok, tmp_path, tiny_causal):
@@ -234,64 +394,6 @@ def test_save_load_round_trip(lm_tok, tmp_path, tiny_causal):
         load_module(str(tmp_path), lm)
 
 
-def test_train_early_stopping_checkpoint_and_resume(lm_tok, tmp_path):
-    lm, tok = lm_tok
-    ex = _examples()
-    cfg = dict(variant="R", k=3, batch_size=2, lr=1e-2, max_doc_tokens=12, eval_every=2, dev_negatives=3, seed=1,
-               in_batch="positives")
-    out = str(tmp_path / "run")
-    full = Trainer(lm, tok, ex[:4], ex[3:], out + "-full", TrainConfig(max_steps=4, patience=100, **cfg))
-    full.setup()
-    s_full = full.run()
-    assert s_full["steps"] == 4 and s_full["stopped"] == "done"
-    part = Trainer(lm, tok, ex[:4], ex[3:], out, TrainConfig(max_steps=2, patience=100, **cfg))
-    part.setup()
-    assert part.run()["steps"] == 2
-    resumed = Trainer(lm, tok, ex[:4], ex[3:], out, TrainConfig(max_steps=4, patience=100, **cfg))
-    resumed.setup(resume=True)
-    assert resumed.state["step"] == 2
-    s = resumed.run()
-    assert s["steps"] == 4
-    a = load_module(os.path.join(out, "checkpoint"), lm)
-    b = load_module(os.path.join(out + "-full", "checkpoint"), lm)
-    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-        assert torch.allclose(x, y, atol=1e-5), k  # interrupted + resumed = uninterrupted
-    for sub in ("module", "module-init", "checkpoint"):
-        assert os.path.isfile(os.path.join(out, sub, "qpeft_config.json"))
-    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
-    assert log[0]["step"] == 0 and "dev_mrr" in log[0]
-    # the dev criterion is the training loss (no in-batch negatives) on dev, recomputed here by hand
-    m = resumed.evaluate_dev()
-    want_loss, want_rr = [], []
-    for e in ex[3:]:
-        sc = resumed.scorer.score(e.query, [(p.title, p.text) for p in [e.positives[0]] + e.negatives[:3]],
-                                  modules=[resumed.module])[0]
-        want_loss.append(-sc[0] + sum(max(0.0, x - sc[0] + 0.5) for x in sc[1:]) / 3)
-        want_rr.append(1 / (1 + sum(x > sc[0] for x in sc[1:])))
-    assert m["dev_loss"] == pytest.approx(sum(want_loss) / 2, abs=1e-5)
-    assert m["dev_mrr"] == pytest.approx(sum(want_rr) / 2)
-    assert resumed._key(m) == [-m["dev_loss"]] and s["early_stopping"] == "loss"
-    # early stopping: patience 1 with a dev metric that cannot improve stops early
-    es = Trainer(lm, tok, ex[:4], ex[3:], str(tmp_path / "es"), TrainConfig(max_steps=20, patience=1, **cfg))
-    es.setup()
-    es._improved = lambda m: False
-    assert es.run()["stopped"] == "early-stopping"
-    assert es.state["step"] == 2
-    # a time stop between evaluations still evaluates (and may keep) the steps done since the last one
-    tl = Trainer(lm, tok, ex[:4], ex[3:], str(tmp_path / "tl"), TrainConfig(max_steps=20, patience=100, **cfg))
-    tl.setup()
-    inner = tl.step_loss
-
-    def step_loss(batch, rng):
-        if tl.state["step"] == 2:
-            tl.cfg.max_minutes = 0.0  # out of time after this third step
-        return inner(batch, rng)
-    tl.step_loss = step_loss
-    s = tl.run()
-    assert s["stopped"] == "time" and s["steps"] == 3
-    log = [json.loads(line) for line in open(tmp_path / "tl" / "log.jsonl")]
-    assert [r["step"] for r in log] == [0, 2, 3] and "dev_mrr" in log[-1]
-
 
 # ----------------------------------------------------------------------------------------------- readers
 def _write(path, text):
@@ -305,21 +407,29 @@ def test_tevatron_reader(tmp_path):
     p = tmp_path / "train.jsonl.gz"
     with gzip.open(p, "wt") as f:
         f.write(json.dumps(good) + "\n\n")
-    ex = read_tevatron(str(p))
+    ex = read_groups(str(p))
     assert ex[0].qid == "7" and ex[0].positives[0].docid == "d1" and ex[0].negatives[0].text == "y"
-    assert read_examples(str(p))[0].query == "q"
-    bad = [("{\"query\": \"q\"\n", "malformed JSON"),
-           (json.dumps(dict(good, query="")) + "\n", "empty 'query'"),
-           (json.dumps(dict(good, positive_passages=[])) + "\n", "no 'positive_passages'"),
-           (json.dumps(dict(good, positive_passages={"docid": "x"})) + "\n", "must be a list"),
-           (json.dumps(dict(good, negative_passages=[{"docid": "x"}])) + "\n", "has no 'text'"),
-           ("[1, 2]\n", "expected a JSON object")]
+    assert read_training(str(p)) == ex
+    first = json.dumps(dict(good, query_id="1")) + "\n"
+    bad = [("{\"query\": \"q\"\n", "malformed JSON (Expecting ',' delimiter)"),
+           (json.dumps(dict(good, query="")) + "\n", "no 'query' text"),
+           (json.dumps(dict(good, positive_passages=[])) + "\n", "query '7' has no positive passage"),
+           (json.dumps(dict(good, positive_passages={"docid": "x"})) + "\n", "'positive_passages' must be a list"),
+           (json.dumps(dict(good, negative_passages=[{"docid": "x"}])) + "\n",
+            "negative_passages[0]: passage has no 'text'"),
+           ("[1, 2]\n", "expected a JSON object, got list"),
+           (json.dumps(dict(good, query_id="1")) + "\n", "query id '1' appears a second time (first at {path}:1)")]
     for i, (line, msg) in enumerate(bad):
-        path = _write(tmp_path / f"bad{i}.jsonl", json.dumps(good) + "\n" + line)
-        with pytest.raises(InputError, match=f"bad{i}.jsonl:2: .*{msg}"):
-            read_tevatron(path)
-    with pytest.raises(InputError, match="not found"):
-        read_tevatron(str(tmp_path / "missing.jsonl"))
+        path = _write(tmp_path / f"bad{i}.jsonl", first + line)
+        with pytest.raises(InputError) as e:
+            read_groups(path)
+        assert str(e.value) == f"{path}:2: " + msg.format(path=path)
+    # Q-PEFT reads its training data with positives optional (mined or DPR files may lack them)
+    assert read_training(_write(tmp_path / "nopos.jsonl", first + json.dumps(dict(good, positive_passages=[]))))[
+        1].positives == []
+    with pytest.raises(InputError) as e:
+        read_groups(str(tmp_path / "missing.jsonl"))
+    assert str(e.value) == f"training data not found: {tmp_path / 'missing.jsonl'}"
 
 
 def test_dpr_reader(tmp_path):
@@ -335,21 +445,24 @@ def test_dpr_reader(tmp_path):
     assert [p.docid for p in ex[0].positives] == ["2"] and [p.docid for p in ex[0].negatives] == ["1"]
     assert [c.docid for c in ex[0].ctxs] == ["1", "2"] and ex[0].ctxs[0].score == 12.5
     assert ex[1].positives[0].docid == "9" and ex[1].negatives[0].docid.startswith("h")
-    assert read_examples(path)[1].answers == ["Paris"]
+    assert read_training(path)[1].answers == ["Paris"]
     text = json.dumps([q1, q2], indent=2)
-    line_q2 = text[:text.index('"capital of france"')].count("\n") + 1 - 1  # the line where q2's '{' is
-    cases = [(json.dumps([q1, dict(q2, question="")], indent=2), line_q2, "empty 'question'"),
-             (json.dumps([q1, {"question": "x", "answers": []}], indent=2), line_q2, "needs 'ctxs'"),
+    line_q2 = text[:text.index('"capital of france"')].count("\n")  # the line where q2's '{' is
+    cases = [(json.dumps([q1, dict(q2, question="")], indent=2), line_q2, "missing or empty 'question'"),
+             (json.dumps([q1, {"question": "x", "answers": []}], indent=2), line_q2,
+              "a question needs 'ctxs' (retriever results) or 'positive_ctxs' (training)"),
              (json.dumps([q1, {"question": "x", "ctxs": [{"id": "1", "text": "t"}]}], indent=2), line_q2,
-              "has no 'has_answer'"),
+              "ctxs[0] has no 'has_answer'"),
              (json.dumps([q1, {"question": "x", "ctxs": [{"id": "1", "text": "t", "has_answer": 1,
-                                                          "score": "high"}]}], indent=2), line_q2, "non-numeric"),
-             ('[\n{"question": "x",\n "ctxs": [}\n]', 3, "malformed JSON"),
-             ('{"question": "x"}', 1, "expected a JSON list")]
+                                                          "score": "high"}]}], indent=2), line_q2,
+              "ctxs[0]: passage '1' has a non-numeric score 'high'"),
+             ('[\n{"question": "x",\n "ctxs": [}\n]', 3, "malformed JSON (Expecting value)"),
+             ('{"question": "x"}', 1, "expected a JSON list of questions")]
     for i, (content, line, msg) in enumerate(cases):
         p = _write(tmp_path / f"bad{i}.json", content)
-        with pytest.raises(InputError, match=f"bad{i}.json:{line}: .*{msg}"):
+        with pytest.raises(InputError) as e:
             read_dpr(p)
+        assert str(e.value) == f"{p}:{line}: {msg}"
 
 
 def test_split_dev():
@@ -357,6 +470,7 @@ def test_split_dev():
     tr, dev = split_dev(ex, 0.4, seed=1)
     assert len(dev) == 2 and len(tr) == 3 and not {e.qid for e in tr} & {e.qid for e in dev}
     assert split_dev(ex, 0.4, seed=1) == (tr, dev)
+    assert [e.qid for e in tr + dev] != [e.qid for e in split_dev(ex, 0.4, seed=2)[0] + split_dev(ex, 0.4, seed=2)[1]]
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -374,10 +488,10 @@ def test_qa_metrics_hand_computed():
 
 # ----------------------------------------------------------------------------------------------- reranker
 def test_reranker_interface_and_resume(lm_tok, tmp_path):
-    from repllama_pyserini.corpus_lookup import Doc
     lm, tok = lm_tok
     mod = QPeftModule.create(lm, "A", seed=0).eval()
     rr = QPeftReranker(lm, tok, [mod], prompt="qpeft", max_doc_tokens=12, depth=3, batch_size=2)
+    assert rr.heads == 1
     hits = [SimpleNamespace(docid=f"d{i}", score=10.0 - i, contents=f"{t} {x}".strip()) for i, (t, x) in
             enumerate(DOCS)]
     out = rr.rerank(QUERIES[0], hits)
@@ -386,16 +500,24 @@ def test_reranker_interface_and_resume(lm_tok, tmp_path):
                                                            modules=[mod])[0]
     assert {h.docid: h.score for h in out} == pytest.approx({f"d{i}": s for i, s in enumerate(expected)}, abs=1e-5)
     assert {h.docid: h.first_stage_score for h in out} == {"d0": 10.0, "d1": 9.0, "d2": 8.0}
-    # TREC-run reranking through the shared plumbing, resumable per query
+    # TREC-run reranking through the shared plumbing: a resumable job (chunks of at most 4 pairs: one per query)
     docs = {f"d{i}": Doc(t, x) for i, (t, x) in enumerate(DOCS)}
     topics = {"1": QUERIES[0], "2": QUERIES[1]}
     run = {q: {f"d{i}": 1.0 / (i + 1) for i in range(4)} for q in topics}
-    ck = str(tmp_path / "ck.jsonl")
-    res, stats = rr.rerank_run(topics, run, docs, depth=4, checkpoint=ck, progress=False)
-    assert stats.pairs == 8 and set(res) == {"1", "2"}
-    res2, stats2 = rr.rerank_run(topics, run, docs, depth=4, checkpoint=ck, progress=False)
-    assert stats2.resumed == 2 and stats2.pairs == 0
-    assert all(res2[q] == pytest.approx(res[q]) for q in res)
+    job = str(tmp_path / "job")
+    res, stats = rr.rerank_run(topics, run, docs, depth=4, job_dir=job, progress=False, chunk_pairs=4)
+    assert (stats.pairs, stats.resumed, set(res)) == (8, 0, {"1", "2"})
+    res2, stats2 = rr.rerank_run(topics, run, docs, depth=4, job_dir=job, progress=False, chunk_pairs=4)
+    assert (stats2.pairs, stats2.resumed) == (0, 2) and res2 == res
+    with pytest.raises(InputError, match="holds the progress of a job with other settings"):
+        rr.rerank_run(topics, run, docs, depth=3, job_dir=job, progress=False, chunk_pairs=4)
+    # two modules: one run per module in one pass, the first equal to the single-module run
+    rr2 = QPeftReranker(lm, tok, [mod, QPeftModule.create(lm, "R", k=3, seed=1).eval()], prompt="qpeft",
+                        max_doc_tokens=12, batch_size=2)
+    assert rr2.heads == 2 and rr2.identity()["modules"][0] == rr.identity()["modules"][0]
+    runs, _ = rr2.rerank_runs(topics, run, docs, depth=4, progress=False)
+    assert set(runs[0]) == set(res) and all(runs[0][q] == pytest.approx(res[q], abs=1e-5) for q in res)
+    assert runs[1]["1"] != pytest.approx(runs[0]["1"], abs=1e-3)
     with pytest.raises(InputError, match="prompt='qpeft'"):
         QPeftReranker(lm, tok, [mod], prompt="upr")
 
@@ -406,20 +528,59 @@ def _cli(argv):
     main(argv)
 
 
+def _tevatron_file(path, examples):
+    with open(path, "w") as f:
+        for e in examples:
+            f.write(json.dumps({"query_id": e.qid, "query": e.query,
+                                "positive_passages": [{"docid": p.docid, "title": p.title, "text": p.text}
+                                                      for p in e.positives],
+                                "negative_passages": [{"docid": p.docid, "title": p.title, "text": p.text}
+                                                      for p in e.negatives]}) + "\n")
+    return str(path)
+
+
+def test_cli_train_resume_overwrite(tiny_causal, lm_tok, tmp_path, capsys):
+    from repllama_pyserini.qpeft.__main__ import main
+    base, lm = tiny_causal["base"], lm_tok[0]
+    train_file = _tevatron_file(tmp_path / "train.jsonl", _examples())
+    out = str(tmp_path / "qpeft-a")
+    argv = ["train", "--model", base, "--variant", "a", "--train", train_file, "--output", out, "--max-steps", "3",
+            "--train-batch-size", "2", "--dev-fraction", "0.4", "--dev-negatives", "2", "--max-doc-tokens", "12",
+            "--eval-every", "2", "--no-progress"]
+    _cli(argv[:-1] + ["--max-steps", "2"])  # two steps (progress lines on), then the same command continues to 3
+    assert "step=2 eval_loss=" in capsys.readouterr().err
+    _cli(argv)
+    cap = capsys.readouterr()
+    summary = json.loads(cap.out.strip().splitlines()[-1])
+    assert f"continuing from {out}/checkpoint-2 (step 2)" in cap.err and "eval_loss=" not in cap.err
+    assert (summary["stopped"], summary["steps"], summary["train_examples"], summary["dev_examples"]) == \
+        ("done", 3, 3, 2)
+    _cli(argv)  # finished: reported without loading the LLM
+    cap = capsys.readouterr()
+    assert cap.err == f"already complete: {out} (same settings and data; --overwrite trains again)\n"
+    assert json.loads(cap.out) == summary
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, argv + ["--lr", "0.01"])
+    assert e.value.code == 2 and capsys.readouterr().err == (
+        f"error: {out} holds a Q-PEFT training with other settings (config.lr: 0.03 -> 0.01); pass --overwrite to "
+        f"start afresh, or write elsewhere\n")
+    first = {n: load_module(os.path.join(out, n), lm).state_dict() for n in ("module", "checkpoint-3")}
+    _cli(argv + ["--overwrite"])  # trained again from scratch: the same modules (training is deterministic)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 3
+    for n, sd in first.items():
+        again = load_module(os.path.join(out, n), lm).state_dict()
+        assert all(torch.equal(sd[k], again[k]) for k in sd), n
+
+
 def test_cli_train_rerank_eval(tiny_causal, tmp_path, capsys):
     base = tiny_causal["base"]
-    train = tmp_path / "train.jsonl"
-    with open(train, "w") as f:
-        for e in _examples():
-            f.write(json.dumps({"query_id": e.qid, "query": e.query,
-                                "positive_passages": [vars(p) for p in e.positives],
-                                "negative_passages": [vars(p) for p in e.negatives]}) + "\n")
+    train = _tevatron_file(tmp_path / "train.jsonl", _examples())
     out = tmp_path / "qpeft-r"
-    _cli(["train", "--model", base, "--variant", "r", "--train", str(train), "--output", str(out),
+    _cli(["train", "--model", base, "--variant", "r", "--train", train, "--output", str(out),
           "--max-steps", "2", "--train-batch-size", "2", "--dev-fraction", "0.4", "--dev-negatives", "2",
-          "--max-doc-tokens", "12", "--eval-every", "1", "--k", "3"])
+          "--max-doc-tokens", "12", "--eval-every", "1", "--k", "3", "--no-progress"])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["steps"] == 2 and summary["dev_examples"] == 2
+    assert (summary["steps"], summary["dev_examples"], summary["train_examples"]) == (2, 2, 3)
     # the reranker takes the LLM and the prompt settings from the module's config unless told otherwise
     rr = QPeftReranker.from_pretrained(module=str(out), max_doc_tokens=None)
     assert rr.encoder.prompt == "qpeft" and rr.encoder.max_doc_tokens == 12 and rr.modules[0].config.variant == "R"
@@ -431,11 +592,16 @@ def test_cli_train_rerank_eval(tiny_causal, tmp_path, capsys):
     cpath = tmp_path / "cands.json"
     cpath.write_text(json.dumps(cands))
     o1, o2 = str(tmp_path / "before.trec"), str(tmp_path / "after.trec")
-    _cli(["rerank", "--module", str(out / "module-init"), str(out), "--candidates", str(cpath), "--output", o1, o2,
-          "--depth", "3", "--sample-queries", "3", "--no-progress"])
+    two = ["rerank", "--module", str(out / "module-init"), str(out), "--candidates", str(cpath), "--output", o1, o2,
+           "--depth", "3", "--sample-queries", "3", "--no-progress"]
+    _cli(two)
     r1, r2 = read_run(o1), read_run(o2)
     assert len(r1) == 3 and set(r1) == set(r2) and all(len(v) == 3 for v in r1.values())
-    assert not os.path.exists(o1 + ".ckpt.jsonl")
+    assert json.load(open(o1 + ".job/manifest.json"))["complete"] is not None  # the job's progress is kept
+    capsys.readouterr()
+    _cli(two)  # a finished identical run is skipped
+    assert capsys.readouterr().err.splitlines()[-1] == (f"already complete: {o1}, {o2} (same model, settings and "
+                                                        f"inputs; --overwrite reranks again)")
     # the same with the single-module path (RankLLaMA's rerank_run) gives the same scores
     o3 = str(tmp_path / "after1.trec")
     _cli(["rerank", "--module", str(out), "--candidates", str(cpath), "--output", o3, "--depth", "3",
@@ -495,8 +661,8 @@ def test_cli_train_mines_bm25_negatives(tiny_causal, tmp_path, capsys):
                                          "negative_passages": []}) + "\n" for e in ex))
     qrels = tmp_path / "qrels.txt"
     qrels.write_text("q0 0 0 1\nq0 0 m2 1\n")  # m2 is also relevant to q0: never its negative
-    from repllama_pyserini.qpeft.data import add_bm25_negatives, read_tevatron
-    got = read_tevatron(str(train))
+    from repllama_pyserini.qpeft.data import add_bm25_negatives
+    got = read_groups(str(train))
     assert add_bm25_negatives(got, str(corpus), str(tmp_path / "index"), depth=10, n=3,
                               qrels={"q0": {"0": 1, "m2": 1}}) == 5
     for e in got:
@@ -506,19 +672,22 @@ def test_cli_train_mines_bm25_negatives(tiny_causal, tmp_path, capsys):
     assert [p.docid for p in got[0].negatives] == ["m0"]  # capital (m2 judged relevant, so left out)
     _cli(["train", "--model", tiny_causal["base"], "--variant", "A", "--train", str(train), "--corpus", str(corpus),
           "--bm25-index", str(tmp_path / "index"), "--qrels", str(qrels), "--negatives", "2", "--output",
-          str(tmp_path / "out"), "--max-steps", "1", "--dev-fraction", "0", "--max-doc-tokens", "8"])
+          str(tmp_path / "out"), "--max-steps", "1", "--dev-fraction", "0", "--max-doc-tokens", "8", "--no-progress"])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["steps"] == 1 and summary["train_examples"] == 5 and summary["dev_examples"] == 0
+    assert (summary["steps"], summary["train_examples"], summary["dev_examples"]) == (1, 5, 0)
     assert os.path.isfile(tmp_path / "out" / "module" / "qpeft_config.json")
 
 
 def test_cli_bad_input(tmp_path, capsys):
-    from repllama_pyserini.io import run_cli
     from repllama_pyserini.qpeft.__main__ import main
     bad = _write(tmp_path / "t.jsonl", '{"query": "q", "positive_passages": [}\n')
     with pytest.raises(SystemExit) as e:
         run_cli(main, ["train", "--model", "x", "--train", bad, "--output", str(tmp_path / "o")])
-    assert e.value.code == 2 and "t.jsonl:1: malformed JSON" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    assert e.value.code == 2 and capsys.readouterr().err == f"error: {bad}:1: malformed JSON (Expecting value)\n"
+    with pytest.raises(SystemExit) as e:
         run_cli(main, ["rerank", "--model", "x", "--output", "o", "--run", "r"])
-    assert "pass --run, --topics and --corpus" in capsys.readouterr().err
+    err = "error: pass --run, --topics and --corpus (or --candidates)\n"
+    assert (e.value.code, capsys.readouterr().err) == (2, err)
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, ["train", "--train", bad, "--output", str(tmp_path / "o")])
+    assert e.value.code == 2 and capsys.readouterr().err == "error: pass --model\n"

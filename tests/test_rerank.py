@@ -8,11 +8,12 @@ import sys
 import pytest
 import torch
 
-from repllama_pyserini import rerank
-from repllama_pyserini.corpus_lookup import Doc, load_docs, parse_raw, read_rank_llm_candidates
-from repllama_pyserini.io import InputError, read_run, read_topics, sorted_hits
-from repllama_pyserini.rerank import (FunctionReranker, RankLLaMAReranker, format_document,
-                                      model_card_score)
+from repllama_pyserini.cli import InputError
+from repllama_pyserini.formats import Doc, load_docs, read_candidates, read_run, read_topics, sorted_hits
+from repllama_pyserini.formats.corpus import parse_raw
+from repllama_pyserini.rerank import FunctionReranker, RankLLaMAReranker, model_card_score
+from repllama_pyserini.rerank.__main__ import main as rerank_main
+from repllama_pyserini.rerank.rankllama import resolve_preset
 
 QUERIES = ["what is the capital of france", "how do goldfish grow", "retrieval"]
 # mixed lengths; a title-less doc; an empty doc; a doc whose last token is <unk> (= the pad id: the case where
@@ -47,7 +48,9 @@ def reranker(tiny_reranker):
 
 def card_text(doc):
     """The model card's document string: f'document: {title} {passage}' (title-less docs: ours, no double space)."""
-    return f"document: {doc.title} {doc.text}" if doc.title else format_document(doc)
+    if doc.title:
+        return f"document: {doc.title} {doc.text}"
+    return f"document: {doc.text}" if doc.text else "document:"
 
 
 def reference(card, queries, docs):
@@ -80,12 +83,12 @@ def test_test_pairs_cover_the_hard_cases(reranker):
     ids = reranker.encode_pairs(qs, ds)
     lengths = {len(s) for s in ids}
     assert max(lengths) > 3 * min(lengths)  # real padding in a batch
-    assert any(s[-1] == reranker.pad_id for s in ids)  # a real last token equal to the pad id
+    assert any(s[-1] == reranker.tokenizer.pad_token_id for s in ids)  # a real last token equal to the pad id
     # the model's own batched forward (pad-id search) gets that case wrong: our way is needed
-    bad = [i for i, s in enumerate(ids) if s[-1] == reranker.pad_id][0]
+    bad = [i for i, s in enumerate(ids) if s[-1] == reranker.tokenizer.pad_token_id][0]
     batch = [ids[bad], max(ids, key=len)]
     width = max(map(len, batch))
-    input_ids = torch.tensor([s + [reranker.pad_id] * (width - len(s)) for s in batch])
+    input_ids = torch.tensor([s + [reranker.tokenizer.pad_token_id] * (width - len(s)) for s in batch])
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch])
     with torch.no_grad():
         hf = reranker.model(input_ids=input_ids, attention_mask=mask).logits[0, 0].item()
@@ -99,9 +102,35 @@ def test_query_and_document_format(reranker):
     tok = reranker.tokenizer
     assert ids == tok("query: what is x", "document: Title body text")["input_ids"]  # passage: no url
     assert ids[0] == tok.bos_token_id and tok.eos_token_id not in ids
-    assert format_document(Doc("", "t")) == "document: t"
-    assert format_document(Doc("T", "t", "u"), fields=("url", "title", "text")) == "document: u T t"
-    assert format_document(Doc("", "", "")) == "document:"
+    t = reranker.template
+    assert t.texts("q", Doc("", "t")) == ("query: q", "document: t")
+    assert t.texts("q", Doc("", "", "")) == ("query: q", "document:")
+    doc = resolve_preset("rankllama-doc").pair_template()
+    assert doc.texts("q", Doc("T", "t", "u")) == ("query: q", "document: u T t")
+
+
+def test_tevatron_pair_format_is_tevatrons(tiny_reranker, card):
+    """``pair_format: tevatron``: the ids Tevatron's reranker builds (tevatron.reranker.dataset.format_pair, then the
+    collator: one string, truncated to max_len - 1 with the tokenizer's specials, EOS appended), written out here."""
+    from repllama_pyserini.templates import PairTemplate
+    tok = card[1]
+
+    def tevatron_ids(q, title, text, max_len=24, eos=True):
+        title = title.replace("-", " ").strip()
+        query_prefix, passage_prefix = "query: ", "document: "  # Tevatron's RankLLaMA flags
+        pair = f"{query_prefix} {q} {passage_prefix} {title} {text}".strip()
+        ids = tok(pair, truncation=True, max_length=max_len - 1 if eos else max_len)["input_ids"]
+        return ids + [tok.eos_token_id] if eos else ids
+
+    t = PairTemplate("tevatron", "query: ", "document: ", max_length=24, append_eos=True)
+    qs = ["what is x", "how do goldfish grow"]
+    ds = [Doc("Gold-fish", "goldfish grow " * 20), Doc("", "the quick brown fox")]
+    assert t.texts(qs[1], ds[1])[0] == "query:  how do goldfish grow document:   the quick brown fox"
+    assert t.encode(tok, qs, ds) == [tevatron_ids(q, d.title, d.text) for q, d in zip(qs, ds)]
+    no_eos = PairTemplate("tevatron", "query: ", "document: ", max_length=24)
+    assert no_eos.encode(tok, qs, ds) == [tevatron_ids(q, d.title, d.text, eos=False) for q, d in zip(qs, ds)]
+    with pytest.raises(InputError, match="rankllama pair format has no EOS"):
+        PairTemplate("rankllama", append_eos=True)
 
 
 def test_lora_is_applied(tiny_reranker, reranker):
@@ -118,13 +147,13 @@ def test_truncation_only_second(tiny_reranker, card):
     ids = r.encode_pairs(qs, ds)
     assert max(len(s) for s in ids) == 24 and all(len(s) <= 24 for s in ids)
     for q, d, s in zip(qs, ds, ids):
-        full = tok(f"query: {q}", format_document(d))["input_ids"]
+        full = tok(f"query: {q}", card_text(d))["input_ids"]
         qlen = len(tok(f"query: {q}")["input_ids"])
         assert s == full[:len(s)] and s[:qlen] == full[:qlen]  # only the document side is cut
     model, _ = card
     got = r.score_pairs(qs, ds)
     for q, d, g in zip(qs, ds, got):
-        inputs = tok(f"query: {q}", format_document(d), truncation="only_second", max_length=24,
+        inputs = tok(f"query: {q}", card_text(d), truncation="only_second", max_length=24,
                      return_tensors="pt")
         with torch.no_grad():
             assert abs(model(**inputs).logits[0][0].item() - g) < 1e-4
@@ -135,29 +164,30 @@ def test_truncation_only_second(tiny_reranker, card):
 
 
 def test_presets(tiny_reranker):
-    p = rerank.preset_settings(rerank.find_reranker_preset("castorini/rankllama-v1-7b-lora-passage"))
-    assert (p["max_length"], p["depth"], p["document_fields"]) == (512, 200, ("title", "text"))
-    assert p["base_model"] == "meta-llama/Llama-2-7b-hf" and p["document_prefix"] == "document: "
-    d = rerank.preset_settings(rerank.find_reranker_preset("castorini/rankllama-v1-7b-lora-doc"))
-    assert (d["max_length"], d["depth"], d["document_fields"]) == (2048, 100, ("url", "title", "text"))
-    p13 = rerank.preset_settings(rerank.find_reranker_preset("castorini/rankllama-v1-13b-lora-passage"))
-    assert p13["base_model"] == "meta-llama/Llama-2-13b-hf"
-    with pytest.raises(InputError):
-        rerank.find_reranker_preset("castorini/repllama-v1-7b-lora-passage")  # an encoder preset
+    p = resolve_preset("castorini/rankllama-v1-7b-lora-passage")
+    assert (p.max_length, p.depth, p.document_fields, p.pair_format) == (512, 200, ["title", "text"], "rankllama")
+    assert p.base_model == "meta-llama/Llama-2-7b-hf" and p.document_prefix == "document: "
+    d = resolve_preset("castorini/rankllama-v1-7b-lora-doc")
+    assert (d.max_length, d.depth, d.document_fields) == (2048, 100, ["url", "title", "text"])
+    assert resolve_preset("castorini/rankllama-v1-13b-lora-passage").base_model == "meta-llama/Llama-2-13b-hf"
+    with pytest.raises(InputError, match="is a encoder preset, not a reranker|is an encoder preset"):
+        resolve_preset("castorini/repllama-v1-7b-lora-passage")
     # a local checkpoint with a preset's settings (and the granularity defaults without one)
     r = RankLLaMAReranker.from_pretrained(tiny_reranker["lora"], preset="rankllama-doc")
-    assert (r.max_length, r.depth, r.document_fields) == (2048, 100, ("url", "title", "text"))
+    assert (r.template.max_length, r.depth, r.template.fields) == (2048, 100, ("url", "title", "text"))
+    assert r.preset.model == tiny_reranker["lora"] and r.preset.base_model is None
     r = RankLLaMAReranker.from_pretrained(tiny_reranker["lora"], granularity="document", depth=7)
-    assert (r.max_length, r.depth) == (2048, 7)
+    assert (r.template.max_length, r.depth) == (2048, 7)
 
 
-def test_preset_kind_and_depth_keys(tiny_reranker, tmp_path):
-    """``kind: reranker`` makes any preset a reranker preset; its ``depth`` is the default depth."""
+def test_preset_depth_and_format_keys(tiny_reranker, tmp_path):
     path = tmp_path / "my-scorer.yaml"
-    path.write_text(f"model: {tiny_reranker['lora']}\nkind: reranker\ndepth: 37\npassage_prefix: 'doc: '\n"
-                    f"passage_max_length: 64\npooling: last\nnormalize: false\nappend_eos: false\n")
+    path.write_text(f"model: {tiny_reranker['lora']}\nkind: reranker\ndepth: 37\ndocument_prefix: 'doc: '\n"
+                    f"max_length: 64\npair_format: tevatron\nappend_eos: true\n")
     r = RankLLaMAReranker.from_pretrained(tiny_reranker["lora"], preset=str(path))
-    assert (r.depth, r.max_length, r.document_prefix) == (37, 64, "doc: ")
+    assert (r.depth, r.template.max_length, r.template.document_prefix, r.template.format) == \
+        (37, 64, "doc: ", "tevatron")
+    assert r.encode_pairs(["q"], [Doc("", "x")])[0][-1] == r.tokenizer.eos_token_id
     assert RankLLaMAReranker.from_pretrained(tiny_reranker["lora"], preset=str(path), depth=5).depth == 5
     path.write_text(f"model: {tiny_reranker['lora']}\nkind: encoder\n")
     with pytest.raises(InputError, match="encoder preset, not a reranker"):
@@ -252,7 +282,7 @@ def test_resume_after_kill(tmp_path):
     docs = {f"d{j}": Doc("", f"d{j}") for j in range(5)}
     fn = lambda q, d: (hash((q, d.text)) % 1000) / 7.0  # noqa: E731
     full, _ = FunctionReranker(fn).rerank_run(topics, run, docs, progress=False)
-    ckpt = str(tmp_path / "run.ckpt.jsonl")
+    job = tmp_path / "run.trec.job"
     calls = []
 
     def dying(q, d):
@@ -262,76 +292,61 @@ def test_resume_after_kill(tmp_path):
         return fn(q, d)
 
     with pytest.raises(Killed):
-        FunctionReranker(dying).rerank_run(topics, run, docs, checkpoint=ckpt, chunk_pairs=5, progress=False)
-    assert len(open(ckpt).read().splitlines()) == 3  # header + 2 finished queries
-    with open(ckpt, "a") as f:
-        f.write('{"qid": "q2", "hits": [["d0"')  # a line torn by the kill
+        FunctionReranker(dying).rerank_run(topics, run, docs, job_dir=str(job), chunk_pairs=5, progress=False)
+    manifest = json.loads((job / "manifest.json").read_text())
+    assert sorted(manifest["chunks"]) == ["chunk_000000", "chunk_000001"] and not (job / "LOCK").exists()
+    (job / "chunk_000002.json.x1.tmp").write_text('{"q2": [["d0"')  # a write cut short by the kill
     calls.clear()
     out, stats = FunctionReranker(lambda q, d: calls.append(q) or fn(q, d)).rerank_run(
-        topics, run, docs, checkpoint=ckpt, chunk_pairs=5, progress=False)
+        topics, run, docs, job_dir=str(job), chunk_pairs=5, progress=False)
     assert stats.resumed == 2 and len(calls) == 4 * 5 and "query 0" not in calls
-    assert out == full and list(out) == list(run)
-    with pytest.raises(InputError, match="other settings"):
-        FunctionReranker(fn).rerank_run(topics, run, docs, depth=3, checkpoint=ckpt)
-    lines = open(ckpt).read().splitlines()
-    lines.insert(2, "garbage")
-    open(ckpt, "w").write("\n".join(lines) + "\n")
-    with pytest.raises(InputError, match="corrupt"):
-        FunctionReranker(fn).rerank_run(topics, run, docs, checkpoint=ckpt)
+    assert out == full and list(out) == list(run) and not list(job.glob("*.tmp"))
+    with pytest.raises(InputError, match=r"other settings or inputs \(inputs.candidates: content changed; inputs.documents: "
+                                         r"content changed; settings.depth: 200 -> 3\)"):
+        FunctionReranker(fn).rerank_run(topics, run, docs, depth=3, job_dir=str(job), chunk_pairs=5)
+    with pytest.raises(InputError, match=r"other settings or inputs \(inputs.topics: content changed\)"):
+        FunctionReranker(fn).rerank_run(dict(topics, q0="another query"), run, docs, job_dir=str(job), chunk_pairs=5)
 
 
-def test_resume_rescores_whole_chunks_bit_identically(tmp_path, reranker):
-    """A kill between the checkpoint lines of one chunk: the chunk is scored again as the same batches."""
+def test_resume_scores_whole_chunks_bit_identically(tmp_path, reranker):
+    """Chunks are cut over all queries, so a resumed job scores the same batches: exactly equal scores."""
     topics = {f"q{i}": q for i, q in enumerate(QUERIES)}
     run = {q: {f"d{j}": float(-j) for j in range(len(DOCS))} for q in topics}
     docs = {f"d{j}": d for j, d in enumerate(DOCS)}
     reranker.batch_size = 5
     try:
         full, _ = reranker.rerank_run(topics, run, docs, chunk_pairs=12, progress=False)  # chunks [q0 q1] [q2]
-        ckpt = str(tmp_path / "ckpt.jsonl")
-        reranker.rerank_run(topics, run, docs, chunk_pairs=12, checkpoint=str(ckpt), progress=False)
-        lines = open(ckpt).read().splitlines()
-        assert [json.loads(line)["qid"] for line in lines[1:]] == ["q0", "q1", "q2"]
-        open(ckpt, "w").write("\n".join(lines[:2]) + "\n")  # killed after q0 was written, before q1
-        out, stats = reranker.rerank_run(topics, run, docs, chunk_pairs=12, checkpoint=str(ckpt), progress=False)
+        job = tmp_path / "job"
+        reranker.rerank_run(topics, run, docs, chunk_pairs=12, job_dir=str(job), progress=False)
+        (job / "chunk_000000.json").unlink()  # the first chunk is lost: it is redone, the second reused
+        out, stats = reranker.rerank_run(topics, run, docs, chunk_pairs=12, job_dir=str(job), progress=False)
     finally:
         reranker.batch_size = 16
-    assert stats.resumed == 1 and stats.pairs == 3 * len(DOCS)  # q0's chunk again, and q2's
+    assert stats.resumed == 1 and stats.pairs == 2 * len(DOCS)
     assert out == full  # exactly equal, not just close
-    assert [json.loads(line)["qid"] for line in open(ckpt).read().splitlines()[1:]] == ["q0", "q1", "q2"]
 
 
 def test_adapter_of_the_other_kind_is_refused(tiny_encoder, tiny_reranker):
     """peft only warns when an adapter's weights do not fit (the model then runs without them): we refuse."""
-    from repllama_pyserini.encoder import RepLLaMAEncoder
+    from repllama_pyserini.dense import RepLLaMAEncoder
     with pytest.raises(InputError, match="does not fit a reranker model"):
         RankLLaMAReranker.from_pretrained(tiny_encoder["lora"])
     with pytest.raises(InputError, match="does not fit an encoder model"):
         RepLLaMAEncoder(tiny_reranker["lora"])
 
 
-def test_checkpoint_of_a_retrained_adapter_is_refused(tmp_path, tiny_reranker):
-    """Scores checkpointed for one adapter are not resumed after the adapter was retrained in the same directory."""
-    from repllama_pyserini.testing import make_random_lora
+def test_job_of_a_retrained_adapter_is_refused(tmp_path, tiny_reranker):
+    """Scores saved for one adapter are not resumed after the adapter was retrained in the same directory."""
+    from tiny_models import make_random_lora
     lora = make_random_lora(tiny_reranker["base"], str(tmp_path / "adapter"), kind="reranker", seed=1)
-    topics = {"q0": QUERIES[0]}
-    run = {"q0": {f"d{j}": float(-j) for j in range(3)}}
-    docs = {f"d{j}": DOCS[j] for j in range(3)}
-    ckpt = str(tmp_path / "ckpt.jsonl")
-    RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, checkpoint=ckpt, progress=False)
-    _, stats = RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, checkpoint=ckpt,
-                                                                  progress=False)
+    topics, run = {"q0": QUERIES[0]}, {"q0": {f"d{j}": float(-j) for j in range(3)}}
+    docs, job = {f"d{j}": DOCS[j] for j in range(3)}, str(tmp_path / "job")
+    RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, job_dir=job, progress=False)
+    _, stats = RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, job_dir=job, progress=False)
     assert stats.resumed == 1  # same weights: resumed
     make_random_lora(tiny_reranker["base"], lora, kind="reranker", seed=2)
-    with pytest.raises(InputError, match="other settings"):
-        RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, checkpoint=ckpt, progress=False)
-    lines = open(ckpt).read().splitlines()  # a checkpoint written before weights were recorded is still resumed (it cannot tell)
-    head = json.loads(lines[0])
-    del head["config"]["checkpoint"]
-    open(ckpt, "w").write("\n".join([json.dumps(head)] + lines[1:]) + "\n")
-    _, stats = RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, checkpoint=ckpt,
-                                                                  progress=False)
-    assert stats.resumed == 1
+    with pytest.raises(InputError, match=r"other settings or inputs \(settings.checkpoint.model_weights: "):
+        RankLLaMAReranker.from_pretrained(lora).rerank_run(topics, run, docs, job_dir=job, progress=False)
 
 
 # ------------------------------------------------------------------------------------------- corpus lookup
@@ -370,7 +385,7 @@ def _dl19(ir_data):
             os.path.join(cand, "retrieve_results_BM25_dl19.json.gz"))
 
 
-def test_cli_real_dl19(ir_data, tiny_reranker, reranker, tmp_path):
+def test_cli_real_dl19(ir_data, tiny_reranker, reranker, tmp_path, capsys):
     run_path, topics_path, collection, cand = _dl19(ir_data)
     bm25, topics = read_run(run_path), read_topics(topics_path)
     # a run naming a docid absent from the corpus, and a topic the run misses
@@ -380,11 +395,13 @@ def test_cli_real_dl19(ir_data, tiny_reranker, reranker, tmp_path):
     lines.insert(1, f"{qid0} Q0 NOT-A-DOC 2 15.5 rank")
     bad_run.write_text("\n".join(l for l in lines if l.split()[0] != "1037798") + "\n")
     out = tmp_path / "rr.trec"
-    rerank.main(["--model", tiny_reranker["lora"], "--run", str(bad_run), "--topics", topics_path,
-                 "--corpus", collection, "--depth", "4", "--output", str(out), "--no-progress"])
+    argv = ["--model", tiny_reranker["lora"], "--run", str(bad_run), "--topics", topics_path, "--corpus", collection,
+            "--depth", "4", "--output", str(out), "--no-progress"]
+    rerank_main(argv)
     got = read_run(str(out))
     assert len(got) == len(bm25) - 1 and "1037798" not in got
-    assert not os.path.exists(str(out) + ".ckpt.jsonl")
+    rerank_main(argv)  # the same command again: reported, nothing scored
+    assert "already complete" in capsys.readouterr().err and read_run(str(out)) == got
     assert "NOT-A-DOC" not in got[qid0] and len(got[qid0]) == 3
     # the written run is the reranker's own scores of the first-stage top-4, sorted (ties by docid)
     docs = load_docs(collection, {d for q in got for d in got[q]})
@@ -397,14 +414,14 @@ def test_cli_real_dl19(ir_data, tiny_reranker, reranker, tmp_path):
         assert [d for d, _ in sorted_hits(got[qid])] == [d for d, _ in ranked]
         assert all(abs(got[qid][d] - s) < 1e-5 for d, s in ranked)
     with pytest.raises(InputError, match="absent from the corpus"):
-        rerank.main(["--model", tiny_reranker["lora"], "--run", str(bad_run), "--topics", topics_path,
+        rerank_main(["--model", tiny_reranker["lora"], "--run", str(bad_run), "--topics", topics_path,
                      "--corpus", collection, "--depth", "4", "--output", str(out), "--on-missing", "fail"])
     # rank_llm candidates (text inside): same scores as run + corpus for the same pairs
     out2 = tmp_path / "rr2.trec"
-    rerank.main(["--model", tiny_reranker["lora"], "--candidates", cand, "--depth", "4", "--output", str(out2),
+    rerank_main(["--model", tiny_reranker["lora"], "--candidates", cand, "--depth", "4", "--output", str(out2),
                  "--no-progress"])
     got2 = read_run(str(out2))
-    _, _, cdocs, _ = read_rank_llm_candidates(cand)
+    cdocs = read_candidates(cand).docs
     for qid in list(got)[:5]:
         for d in got[qid]:
             if cdocs[d].text == docs[d].text:
@@ -412,7 +429,7 @@ def test_cli_real_dl19(ir_data, tiny_reranker, reranker, tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "repllama_pyserini.rerank", "--model", "x", "--run",
+    proc = subprocess.run([sys.executable, "-m", "repllama_pyserini.rerank", "--model", "org/x", "--run",
                            str(tmp_path / "missing.trec"), "--topics", "t", "--corpus", str(tmp_path),
                            "--output", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr

@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from repllama_pyserini.io import InputError
-from repllama_pyserini.stages import Step, run_steps
+from repllama_pyserini.cli import InputError
+from repllama_pyserini.workflows.stages import Step, run_steps
 
 
 def _writer(out, text, *extra):
@@ -54,8 +54,9 @@ def test_outputs_downstream_of_a_rebuilt_input_are_not_reused(tmp_path):
         run_steps([_writer(a, "z"), _copier(a, b)], "t")
 
 
-def test_output_without_a_record_is_kept(tmp_path):
-    out = tmp_path / "made-earlier.trec"
+def test_output_without_a_record_is_refused(tmp_path):
+    out = tmp_path / "made-elsewhere.trec"
     out.write_text("old")
-    run_steps([_writer(out, "new")], "t")
+    with pytest.raises(InputError, match=r"cannot reuse 1 output.*made-elsewhere.trec \(made by an unknown command"):
+        run_steps([_writer(out, "new")], "t")
     assert out.read_text() == "old"

@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from repllama_pyserini.io import InputError
+from repllama_pyserini.cli import InputError
 from repllama_pyserini.train.arguments import DataArguments, RerankerDataArguments, parse_args
-from repllama_pyserini.train.data import (Group, Passage, TrainDataset, format_passage, load_groups, parse_group,
-                                          sample_group)
+from repllama_pyserini.formats.tevatron import Group, Passage, parse_group
+from repllama_pyserini.templates import Template
+from repllama_pyserini.train.data import TrainDataset, load_groups, sample_group
 
 
 def _rec(qid, n_neg=5, n_pos=1):
@@ -49,17 +50,33 @@ def test_tevatron_command_line_parses_unchanged(tmp_path):
     assert t.gradient_checkpointing and t.overwrite_output_dir and not t.bf16
 
 
-def test_defaults_are_the_paper_recipe(tmp_path):
-    m, d, t = parse_args(DataArguments, ["--output_dir", str(tmp_path)])
-    assert m.model_name_or_path == "meta-llama/Llama-2-7b-hf"
-    assert (m.lora, m.lora_r, m.lora_alpha, m.lora_dropout, m.temperature, m.pooling, m.normalize) == \
-        (True, 32, 64, 0.1, 0.01, "eos", True)
-    assert len(m.target_modules) == 7
-    assert (d.train_group_size, d.query_max_len, d.passage_max_len, d.query_prefix, d.passage_prefix) == \
-        (16, 32, 156, "query: ", "passage: ")
-    assert (t.learning_rate, t.num_train_epochs, t.per_device_train_batch_size) == (1e-4, 1.0, 8)
-    _, rd, _ = parse_args(RerankerDataArguments, ["--output_dir", str(tmp_path)])
-    assert (rd.passage_prefix, rd.query_prefix, rd.append_eos_token) == ("document: ", "query: ", False)
+# Tevatron's RepLLaMA and RankLLaMA example commands (tevatron/examples/repllama, examples/rankllama), the recipe of
+# the paper (Ma et al., 2023): the defaults must equal them, so the bare command trains the paper's recipe.
+TEVATRON_REPLLAMA = ("--model_name_or_path meta-llama/Llama-2-7b-hf --lora --lora_r 32 --lora_alpha 64 "
+                     "--lora_dropout 0.1 --lora_target_modules q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj "
+                     "--pooling eos --normalize --temperature 0.01 --append_eos_token --query_prefix query:_ "
+                     "--passage_prefix passage:_ --query_max_len 32 --passage_max_len 156 --train_group_size 16 "
+                     "--learning_rate 1e-4 --num_train_epochs 1 --per_device_train_batch_size 8 --warmup_steps 100")
+TEVATRON_RANKLLAMA = ("--model_name_or_path meta-llama/Llama-2-7b-hf --lora --lora_r 32 --lora_alpha 64 "
+                      "--lora_dropout 0.1 --query_prefix query:_ --passage_prefix document:_ --train_group_size 16 "
+                      "--learning_rate 1e-4 --num_train_epochs 1")
+
+
+def _argv(cmd, out):
+    return ["--output_dir", str(out)] + [a.replace("_", " ") if a.endswith(":_") else a for a in cmd.split()]
+
+
+def test_defaults_are_tevatrons_recipe(tmp_path):
+    for cls, cmd in ((DataArguments, TEVATRON_REPLLAMA), (RerankerDataArguments, TEVATRON_RANKLLAMA)):
+        explicit, default = parse_args(cls, _argv(cmd, tmp_path)), parse_args(cls, ["--output_dir", str(tmp_path)])
+        assert explicit[0] == default[0] and explicit[1] == default[1]
+        for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "warmup_steps"):
+            assert getattr(explicit[2], k) == getattr(default[2], k), k
+    _, rd, _ = parse_args(RerankerDataArguments, _argv(TEVATRON_RANKLLAMA + " --append_eos_token", tmp_path))
+    assert (rd.pair_format, rd.append_eos_token) == ("tevatron", True)  # Tevatron's flags: Tevatron's inputs
+    with pytest.raises(InputError, match="rankllama has no EOS"):
+        parse_args(RerankerDataArguments, ["--output_dir", str(tmp_path), "--pair_format", "rankllama",
+                                           "--append_eos_token"])
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path):
@@ -98,7 +115,7 @@ def test_query_without_positive_is_an_error(tmp_path):
         load_groups(_data_args(path), 4)
     rec["positive_passages"] = [{"docid": "x", "title": "no text field"}]
     path = _write(tmp_path / "notext.jsonl", [rec])
-    with pytest.raises(InputError, match=r"notext\.jsonl:1: positive_passages\[0\] has no 'text'"):
+    with pytest.raises(InputError, match=r"notext\.jsonl:1: positive_passages\[0\]: passage has no 'text'"):
         load_groups(_data_args(path), 4)
     path = _write(tmp_path / "noquery.jsonl", [{"query_id": "1", "positive_passages": []}])
     with pytest.raises(InputError, match=r"noquery\.jsonl:1: no 'query' text"):
@@ -152,9 +169,10 @@ def test_group_sampling_is_deterministic_per_seed_and_epoch(tmp_path):
 
 
 def test_passage_format_matches_the_encoder():
-    assert format_passage(Passage("1", "Title", "Body text."), "passage: ") == "passage: Title Body text."
-    assert format_passage(Passage("1", "", "Body"), "passage: ") == "passage: Body"
-    assert format_passage(Passage("1", " T ", " B "), "passage: ") == "passage: T B"
+    t = Template("passage: ", 156)
+    assert t.passage_text(Passage("1", "Title", "Body text.")) == "passage: Title Body text."
+    assert t.passage_text(Passage("1", "", "Body")) == "passage: Body"
+    assert t.passage_text(Passage("1", " T ", " B ")) == "passage: T B"
 
 
 def test_parse_group_accepts_tevatron_variants():

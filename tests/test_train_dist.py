@@ -39,7 +39,8 @@ def _model_and_batches(base, n_queries):
     """A LoRA bi-encoder with a fixed non-zero adapter, and the collated batch of the first ``n_queries``."""
     from repllama_pyserini.models import load_tokenizer
     from repllama_pyserini.train.arguments import DataArguments, parse_args
-    from repllama_pyserini.train.data import GroupSource, RetrieverCollator, TrainDataset, parse_group
+    from repllama_pyserini.formats.tevatron import parse_group
+    from repllama_pyserini.train.data import GroupSource, RetrieverCollator, TrainDataset
     from repllama_pyserini.train.modeling import DenseModel
     m, d, t = parse_args(DataArguments, _argv(base, "unused", n_queries))
     tok = load_tokenizer(base)
@@ -140,7 +141,7 @@ def test_torchrun_driver_matches_single_process_driver(torchrun_result, tmp_path
     assert set(a) == set(b)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
-    assert os.path.isfile(work / "ddp" / "repllama_preset.yaml")
+    assert os.path.isfile(work / "ddp" / "preset.yaml")
 
 
 if __name__ == "__main__":

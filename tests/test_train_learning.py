@@ -20,8 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def setup(ir_data, tmp_path_factory):
     from repllama_pyserini import bm25
-    from repllama_pyserini.io import iter_corpus, read_qrels, read_topics
-    from repllama_pyserini.testing import make_tiny_llama
+    from tiny_models import make_tiny_llama
+    from repllama_pyserini.formats import iter_corpus, read_qrels, read_topics
     from repllama_pyserini.train.negatives import default_index_dir, mine
     d = os.path.join(ir_data, "beir", "scifact")
     if not os.path.isfile(os.path.join(d, "corpus.jsonl.gz")):
@@ -36,7 +36,7 @@ def setup(ir_data, tmp_path_factory):
     train_file = str(work / "train.jsonl")
     mine(corpus, train_file, {q: topics[q] for q in train_q}, {q: qrels[q] for q in train_q}, depth=DEPTH,
          num_negatives=8, seed=42)
-    docs = {docid: (title, text) for docid, title, text in iter_corpus(corpus)}
+    docs = {docid: (d.title, d.text) for docid, d, _ in iter_corpus(corpus)}
     texts = [topics[q] for q in qids] + [f"{t} {x}" for t, x in list(docs.values())[:3000]] + ["query: passage: document:"]
     base = make_tiny_llama(str(work / "tiny"), texts=texts, vocab_size=2000, hidden_size=64)
     # dev: the held-out claims, each ranking its BM25 top 30 plus its positives
@@ -48,7 +48,7 @@ def setup(ir_data, tmp_path_factory):
 
 def dev_ndcg(model, s):
     """nDCG@10 of the dense ranking of each dev claim's candidates (RepLLaMAEncoder, as at inference)."""
-    from repllama_pyserini.encoder import RepLLaMAEncoder
+    from repllama_pyserini.dense import RepLLaMAEncoder
     from repllama_pyserini.eval import evaluate
     enc = RepLLaMAEncoder(model, query_max_length=32, passage_max_length=64, device="cpu")
     ids = sorted(set().union(*s["pools"].values()))
@@ -72,7 +72,7 @@ def test_training_lowers_loss_and_raises_dev_ndcg(setup):
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 12
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    after = dev_ndcg(os.path.join(out, "repllama_preset.yaml"), setup)
+    after = dev_ndcg(out, setup)
     print(f"\nloss {first:.3f} -> {last:.3f}; dev nDCG@10 {before:.4f} -> {after:.4f}")
     assert last < first - 0.2
     assert after > before + 0.01

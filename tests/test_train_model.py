@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from repllama_pyserini.formats import Doc, Passage
 from repllama_pyserini.train.arguments import DataArguments, RerankerDataArguments, parse_args
-from repllama_pyserini.train.data import (Passage, RerankerCollator, RetrieverCollator, format_passage, tokenize,
-                                          tokenize_pairs)
-from repllama_pyserini.train.modeling import (DenseModel, RerankerModel, contrastive_loss, gather_with_grad, pool)
+from repllama_pyserini.train.data import RerankerCollator, RetrieverCollator
+from repllama_pyserini.train.modeling import DenseModel, RerankerModel, contrastive_loss, gather_with_grad
+from repllama_pyserini.templates import pool
 
 QUERIES = ["what is the capital of france", "how do goldfish grow", "diffusion tensor imaging of the newborn brain"]
 PASSAGES = [Passage("1", "Paris", "paris is the capital and most populous city of france"),
@@ -130,9 +131,60 @@ def _perturb_lora(model, seed=1):
                 p.add_(torch.randn(p.shape, generator=g) * 0.2)
 
 
+def tevatron_retriever_ids(tok, texts, max_len):
+    """Tevatron's retriever collator, written out: the tokenizer's specials, truncation to max_len - 1, EOS."""
+    return [tok(t, truncation=True, max_length=max_len - 1)["input_ids"] + [tok.eos_token_id] for t in texts]
+
+
+def tevatron_pair_ids(tok, query, p, max_len, eos):
+    """tevatron.reranker.dataset.format_pair + RerankerTrainCollator, written out."""
+    title = p.title.replace("-", " ").strip()
+    text = f"query:  {query} document:  {title} {p.text}".strip()
+    ids = tok(text, truncation=True, max_length=max_len - 1 if eos else max_len)["input_ids"]
+    return ids + [tok.eos_token_id] if eos else ids
+
+
+def test_retriever_inputs_are_tevatrons(tiny_encoder, tmp_path):
+    """Tevatron's RepLLaMA flags give Tevatron's inputs: ``query_prefix + query`` and ``passage_prefix + title + ' '
+    + text`` (titled passages; an empty title is left out, as Tevatron's own encoder does), EOS last, right padding
+    to a multiple of pad_to_multiple_of, the attention mask over the real tokens."""
+    from repllama_pyserini.models import load_tokenizer
+    m, d, t = _args(tiny_encoder["base"], tmp_path, extra=["--append_eos_token", "--query_prefix", "query: ",
+                                                             "--passage_prefix", "passage: ", "--pad_to_multiple_of", "8"])
+    tok = load_tokenizer(tiny_encoder["base"])
+    feats = _features()
+    batch = RetrieverCollator(tok, d)(feats)
+    q_ids = tevatron_retriever_ids(tok, ["query: " + q for q, _ in feats], 16)
+    p_ids = tevatron_retriever_ids(tok, [f"passage: {p.title} {p.text}" if p.title else f"passage: {p.text}"
+                                         for _, ps in feats for p in ps], 24)
+    for got, want in ((batch["query"], q_ids), (batch["passage"], p_ids)):
+        width = -(-max(map(len, want)) // 8) * 8
+        assert got["input_ids"].shape == (len(want), width)
+        for row, mask, ids in zip(got["input_ids"].tolist(), got["attention_mask"].tolist(), want):
+            assert row[:len(ids)] == ids and mask == [1] * len(ids) + [0] * (width - len(ids))
+            assert all(x == tok.pad_token_id for x in row[len(ids):])
+
+
+@pytest.mark.parametrize("eos", [True, False])
+def test_reranker_inputs_are_tevatrons(tiny_reranker, tmp_path, eos):
+    """Tevatron's RankLLaMA flags (``--query_prefix "query: " --passage_prefix "document: " [--append_eos_token]``)
+    give Tevatron's single-string inputs, the empty-title spacing included."""
+    from repllama_pyserini.models import load_tokenizer
+    extra = ["--train_group_size", "3", "--rerank_max_len", "40", "--query_prefix", "query: ", "--passage_prefix",
+             "document: "] + (["--append_eos_token"] if eos else [])
+    m, d, t = _args(tiny_reranker["base"], tmp_path, RerankerDataArguments, extra)
+    tok = load_tokenizer(tiny_reranker["base"])
+    feats = _features(3)
+    batch = RerankerCollator(tok, d)(feats)["pair"]
+    want = [tevatron_pair_ids(tok, q, p, 40, eos) for q, ps in feats for p in ps]
+    assert [row[:len(ids)] for row, ids in zip(batch["input_ids"].tolist(), want)] == want
+    assert batch["attention_mask"].sum(1).tolist() == [len(ids) for ids in want]
+    assert any(not p.title for _, ps in feats for p in ps)  # the empty-title case is in the batch
+
+
 def test_trained_encoder_is_read_back_identically_by_the_inference_encoder(tiny_encoder, tmp_path):
     """Saved adapter + preset -> RepLLaMAEncoder gives the training model's embeddings (same tokens, pooling)."""
-    from repllama_pyserini.encoder import RepLLaMAEncoder
+    from repllama_pyserini.dense import RepLLaMAEncoder
     from repllama_pyserini.models import load_model, load_tokenizer
     m, d, t = _args(tiny_encoder["base"], tmp_path)
     tok = load_tokenizer(tiny_encoder["base"])
@@ -142,12 +194,8 @@ def test_trained_encoder_is_read_back_identically_by_the_inference_encoder(tiny_
     out_dir = str(tmp_path / "saved")
     model.save(out_dir)
     tok.save_pretrained(out_dir)
-    texts = [format_passage(p, d.passage_prefix) for p in PASSAGES]
-    # tokenisation: identical ids (truncation + EOS) to the encoder's
     enc = RepLLaMAEncoder(out_dir, passage_max_length=d.passage_max_len, query_max_length=d.query_max_len,
                           device="cpu")
-    assert tokenize(tok, texts, d.passage_max_len) == enc.tokenize(texts, d.passage_max_len)
-    assert [enc.format_passage({"title": p.title, "text": p.text}) for p in PASSAGES] == texts
     with torch.no_grad():
         batch = RetrieverCollator(tok, d)([(q, PASSAGES[:2]) for q in QUERIES])
         q_train = model.encode(batch["query"]).numpy()
@@ -161,12 +209,15 @@ def test_trained_encoder_is_read_back_identically_by_the_inference_encoder(tiny_
     assert resolved.base == os.path.abspath(tiny_encoder["base"]) and resolved.adapter == out_dir
 
 
-def test_trained_reranker_is_read_back_identically_by_rankllama(tiny_reranker, tmp_path):
-    from repllama_pyserini.corpus_lookup import Doc
+@pytest.mark.parametrize("pair_format", ["tevatron", "rankllama"])
+def test_trained_reranker_is_read_back_identically_by_rankllama(tiny_reranker, tmp_path, pair_format):
+    """The preset training writes records the pair format: RankLLaMAReranker scores the very inputs trained on."""
     from repllama_pyserini.models import load_tokenizer
     from repllama_pyserini.rerank import RankLLaMAReranker
-    m, d, t = _args(tiny_reranker["base"], tmp_path, RerankerDataArguments,
-                    ["--train_group_size", "3", "--rerank_max_len", "40"])
+    from repllama_pyserini.train.trainer import write_trained_preset
+    extra = ["--train_group_size", "3", "--rerank_max_len", "40", "--pair_format", pair_format] + \
+        (["--append_eos_token"] if pair_format == "tevatron" else [])
+    m, d, t = _args(tiny_reranker["base"], tmp_path, RerankerDataArguments, extra)
     tok = load_tokenizer(tiny_reranker["base"])
     model = RerankerModel.build(m, t, 3, tok)
     _perturb_lora(model)
@@ -174,21 +225,27 @@ def test_trained_reranker_is_read_back_identically_by_rankllama(tiny_reranker, t
     out_dir = str(tmp_path / "saved")
     model.save(out_dir)
     tok.save_pretrained(out_dir)
+    write_trained_preset(out_dir, "reranker", m, d, model)
     feats = _features(3)
     with torch.no_grad():
-        train_scores = model.score(RerankerCollator(tok, d)(feats)["pair"]).numpy()
-    rr = RankLLaMAReranker.from_pretrained(out_dir, max_length=40, device="cpu")
+        batch = RerankerCollator(tok, d)(feats)["pair"]
+        train_scores = model.score(batch).numpy()
+    rr = RankLLaMAReranker.from_pretrained(out_dir, device="cpu")
+    assert (rr.template.format, rr.template.max_length, rr.template.append_eos) == (pair_format, 40,
+                                                                                   pair_format == "tevatron")
     qs = [q for q, ps in feats for _ in ps]
     docs = [Doc(p.title, p.text) for _, ps in feats for p in ps]
-    a = [f"query: {q}" for q in qs]
-    b = [f"document: {' '.join(x for x in (p.title, p.text) if x)}" for _, ps in feats for p in ps]
-    assert tokenize_pairs(tok, a, b, 40) == rr.encode_pairs(qs, docs)
-    np.testing.assert_allclose(train_scores, np.array(rr.score_pairs(qs, docs)), atol=2e-5)
+    ids = rr.encode_pairs(qs, docs)
+    assert ids == [row[:n] for row, n in zip(batch["input_ids"].tolist(), batch["attention_mask"].sum(1).tolist())]
+    if pair_format == "rankllama":  # the model card's pair
+        assert ids == [tok(f"query: {q}", f"document: {' '.join(x for x in (p.title, p.text) if x)}",
+                           truncation="only_second", max_length=40)["input_ids"] for q, ps in feats for p in ps]
+    # float32: merged vs unmerged LoRA, masked vs plain causal attention kernels
+    np.testing.assert_allclose(train_scores, np.array(rr.score_pairs(qs, docs)), atol=2e-4)
 
 
 def test_reranker_driver_output_loads_in_rankllama(tiny_reranker, tmp_path):
     import json
-    from repllama_pyserini.corpus_lookup import Doc
     from repllama_pyserini.rerank import RankLLaMAReranker
     from repllama_pyserini.train.reranker import main
     data = tmp_path / "train.jsonl"
@@ -202,11 +259,17 @@ def test_reranker_driver_output_loads_in_rankllama(tiny_reranker, tmp_path):
                     "--lora_r", "4", "--train_group_size", "4", "--rerank_max_len", "48",
                     "--per_device_train_batch_size", "3", "--max_steps", "2", "--logging_steps", "1",
                     "--save_strategy", "no", "--use_cpu", "True", "--append_eos_token"])
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    assert len(losses) == 2 and all(0 < x < 10 for x in losses)
+    assert len([h["loss"] for h in trainer.state.log_history if "loss" in h]) == 2
     cfg = json.load(open(os.path.join(out, "adapter_config.json")))
     assert cfg["task_type"] == "SEQ_CLS" and "score" in (cfg["modules_to_save"] or [])
-    rr = RankLLaMAReranker.from_pretrained(out, preset=os.path.join(out, "rankllama_preset.yaml"), device="cpu")
-    assert (rr.max_length, rr.query_prefix, rr.document_prefix) == (48, "query: ", "document: ")
-    scores = rr.score_pairs(QUERIES[:2], [Doc("t", "x"), Doc("", "y")])
-    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+    rr = RankLLaMAReranker.from_pretrained(out, device="cpu")  # its own preset.yaml
+    t = rr.template
+    assert (t.format, t.max_length, t.query_prefix, t.document_prefix, t.append_eos) == \
+        ("tevatron", 48, "query: ", "document: ", True)
+    model = trainer.model.eval()
+    with torch.no_grad():
+        trained = model.score(RerankerCollator(trainer.processing_class, trainer.data_collator.args)(
+            [(QUERIES[0], [PASSAGES[0], PASSAGES[1]])])["pair"]).tolist()
+    np.testing.assert_allclose(rr.score_pairs([QUERIES[0]] * 2, [Doc(PASSAGES[0].title, PASSAGES[0].text),
+                                                                 Doc(PASSAGES[1].title, PASSAGES[1].text)]),
+                               trained, atol=2e-5)

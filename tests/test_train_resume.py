@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from repllama_pyserini.io import InputError
+from repllama_pyserini.cli import InputError
 
 
 class StopAt(TrainerCallback):
@@ -81,4 +81,4 @@ def test_resumed_run_continues_like_the_uninterrupted_one(tiny_encoder, tmp_path
     assert lb == pytest.approx(la, rel=1e-4)
     # the final output dir is a loadable adapter
     assert os.path.isfile(os.path.join(b, "adapter_model.safetensors"))
-    assert os.path.isfile(os.path.join(b, "repllama_preset.yaml"))
+    assert os.path.isfile(os.path.join(b, "preset.yaml"))

@@ -4,11 +4,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
-from repllama_pyserini.io import InputError
+from repllama_pyserini.cli import InputError
 
 
 def test_smollm2_missing_package_is_a_clear_error(monkeypatch):
@@ -60,24 +59,37 @@ def tiny_beir(tmp_path):
     return str(d)
 
 
-def test_dense_eval_on_a_beir_folder_caches_and_checks_settings(tiny_encoder, tiny_beir, tmp_path):
-    from repllama_pyserini.io import read_run
-    from repllama_pyserini.train.dense_eval import evaluate_encoder, main
+def test_dense_evaluate_on_a_beir_folder(tiny_encoder, tiny_beir, tmp_path):
+    """``dense evaluate`` = the corpus encoding job + Pyserini's FaissSearcher + eval: its scores equal a brute-force
+    inner-product ranking computed here from the encoder's vectors; a rerun reuses the index; other settings refuse."""
+    from repllama_pyserini.dense import RepLLaMAEncoder
+    from repllama_pyserini.dense.__main__ import main
+    from repllama_pyserini.dense.evaluate import evaluate_encoder
+    from repllama_pyserini.eval import evaluate
+    from repllama_pyserini.formats import beir_dataset, iter_corpus, read_run
     torch.set_num_threads(1)
-    work = str(tmp_path / "emb")
-    run_path = str(tmp_path / "run.trec")
+    work, run_path = str(tmp_path / "eval"), str(tmp_path / "run.trec")
     s1 = evaluate_encoder(tiny_encoder["lora"], tiny_beir, work=work, passage_max_length=24, output=run_path,
                           progress=False)
-    assert s1["documents"] == 4 and s1["queries"] == 2 and 0 <= s1["nDCG@10"] <= 1
+    enc = RepLLaMAEncoder(tiny_encoder["lora"], passage_max_length=24)
+    ds = beir_dataset(tiny_beir)
+    docs = [(i, d) for i, d, _ in iter_corpus(ds.corpus)]
+    p = enc.encode_docs([d for _, d in docs])
+    topics = ds.topics()
+    q = enc.encode_queries(list(topics.values()))
+    ref = {qid: {docs[j][0]: float(q[k] @ p[j]) for j in range(len(docs)) if docs[j][0] != qid}
+           for k, qid in enumerate(topics)}
+    want = evaluate(ref, ds.qrels, conventions="beir")
+    assert s1["queries"] == 2 and {m: s1[m] for m in want} == {m: round(v, 4) for m, v in want.items()}
     run = read_run(run_path)
     assert set(run) == {"q1", "q2"} and "q1" not in run["q1"] and len(run["q2"]) == 4
-    chunks = sorted(f for f in os.listdir(work) if f.startswith("chunk-"))
-    assert chunks == ["chunk-00000.npy"]
-    cached = np.load(os.path.join(work, chunks[0]))
+    index = os.path.join(work, "index", "index")
+    mtime = os.path.getmtime(index)
     s2 = evaluate_encoder(tiny_encoder["lora"], tiny_beir, work=work, passage_max_length=24, progress=False)
-    assert s2["nDCG@10"] == s1["nDCG@10"] and np.array_equal(np.load(os.path.join(work, chunks[0])), cached)
-    with pytest.raises(InputError, match="other settings"):
+    assert {m: s2[m] for m in want} == {m: s1[m] for m in want} and os.path.getmtime(index) == mtime
+    with pytest.raises(InputError, match="already holds an index built with other settings"):
         evaluate_encoder(tiny_encoder["lora"], tiny_beir, work=work, passage_max_length=32, progress=False)
     out = tmp_path / "scores.json"
-    main(["--model", tiny_encoder["base"], "--dataset", tiny_beir, "--passage-max-length", "24", "--json", str(out)])
+    main(["evaluate", "--encoder", tiny_encoder["base"], "--dataset", tiny_beir, "--max-length", "24", "--json",
+          str(out), "--work", str(tmp_path / "eval-base"), "--no-progress"])
     assert set(json.loads(out.read_text())) >= {"nDCG@10", "R@100", "R@1000"}

@@ -2,7 +2,7 @@
 
     # train a module (Tevatron JSONL or DPR JSON; BM25 negatives mined with Pyserini when the file has none)
     python -m repllama_pyserini.qpeft train --model LLM --variant R --train train.jsonl[.gz] \\
-        --corpus CORPUS [--bm25-index DIR] [--qrels QRELS] --output runs/qpeft-r [--max-minutes 10] [--resume]
+        --corpus CORPUS [--bm25-index DIR] [--qrels QRELS] --output runs/qpeft-r [--max-minutes 10] [--overwrite]
 
     # rerank a TREC run / rank_llm candidates (the RankLLaMA CLI's inputs; resumable per query)
     python -m repllama_pyserini.qpeft rerank --model LLM --prompt upr --run RUN --topics T --corpus C --output OUT
@@ -26,7 +26,9 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from ..io import InputError, atomic_write, read_qrels, read_run, read_topics, require_file, run_cli, sorted_hits, write_run
+from ..cli import InputError, add_job_args, run_cli
+from ..formats import read_qrels, read_run
+from ..formats.files import atomic_write
 
 
 def _log(msg: str) -> None:
@@ -54,16 +56,17 @@ def _set_threads(args) -> None:
 # ----------------------------------------------------------------------------------------------------- train
 def cmd_train(args) -> None:
     from ..models import load_model, load_tokenizer
-    from .data import add_bm25_negatives, read_examples, split_dev
-    from .train import TrainConfig, train
+    from ..formats.dpr import read_training
+    from .data import add_bm25_negatives, split_dev
+    from .train import TrainConfig, completed_run, train
     _set_threads(args)
-    if not args.model and not args.resume:
+    if not args.model:
         raise InputError("pass --model")
-    examples = read_examples(args.train)
+    examples = read_training(args.train)
     if args.max_train_queries and len(examples) > args.max_train_queries:
         examples = random.Random(args.seed).sample(examples, args.max_train_queries)
     if args.dev:
-        train_ex, dev_ex = examples, read_examples(args.dev)
+        train_ex, dev_ex = examples, read_training(args.dev)
     else:
         train_ex, dev_ex = split_dev(examples, args.dev_fraction, args.seed, args.max_dev)
     if args.max_dev is not None:
@@ -80,20 +83,20 @@ def cmd_train(args) -> None:
     cfg = TrainConfig(variant=args.variant, k=args.k, max_pairs=args.max_pairs, num_heads=args.heads,
                       dropout=args.dropout, max_doc_tokens=args.max_doc_tokens or 256,
                       max_query_tokens=args.max_query_tokens or 64, batch_size=args.train_batch_size, lr=args.lr,
-                      weight_decay=args.weight_decay, margin=args.margin, in_batch=args.in_batch,
-                      hard_negative_pool=args.negatives, epochs=args.epochs, max_steps=args.max_steps,
-                      max_minutes=args.max_minutes, eval_every=args.eval_every, patience=args.patience,
-                      dev_negatives=args.dev_negatives, seed=args.seed, early_stopping=args.early_stopping,
+                      weight_decay=args.weight_decay, lr_scheduler=args.lr_scheduler, warmup_steps=args.warmup_steps,
+                      margin=args.margin, in_batch=args.in_batch, hard_negative_pool=args.negatives,
+                      epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes,
+                      eval_every=args.eval_every, patience=args.patience, dev_negatives=args.dev_negatives,
+                      seed=args.seed, early_stopping=args.early_stopping,
                       gradient_checkpointing=args.gradient_checkpointing)
-    model = args.model
-    if not model:
-        with open(os.path.join(args.output, "checkpoint", "qpeft_config.json"), encoding="utf-8") as f:
-            model = json.load(f)["base_model"]
-    tok = load_tokenizer(args.tokenizer or model)
-    lm, _ = load_model(model, kind="causal", base_model=args.base_model, dtype=args.dtype, device=args.device,
-                       attn_implementation="sdpa", pad_token_id=tok.pad_token_id)
-    _log(f"training Q-PEFT-{cfg.variant} on {len(train_ex)} queries (dev {len(dev_ex)}) with {model}")
-    summary = train(lm, tok, train_ex, dev_ex, args.output, cfg, resume=args.resume, base_model=model)
+    summary = None if args.overwrite else completed_run(args.output, cfg, train_ex, dev_ex, args.model, _log)
+    if summary is None:  # (a finished run is reported without loading the LLM)
+        tok = load_tokenizer(args.tokenizer or args.model)
+        lm, _ = load_model(args.model, kind="causal", base_model=args.base_model, dtype=args.dtype,
+                           device=args.device, attn_implementation="sdpa", pad_token_id=tok.pad_token_id)
+        _log(f"training Q-PEFT-{cfg.variant} on {len(train_ex)} queries (dev {len(dev_ex)}) with {args.model}")
+        summary = train(lm, tok, train_ex, dev_ex, args.output, cfg, overwrite=args.overwrite,
+                        base_model=args.model, log=_log, progress=args.progress)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
 
@@ -114,93 +117,28 @@ def _reranker(args, modules):
 
 
 def cmd_rerank(args) -> None:
-    from ..corpus_lookup import load_docs, read_rank_llm_candidates
-    from ..rerank import Checkpoint
+    from ..rerank.__main__ import read_inputs
+    from ..rerank.base import rerank_job
     _set_threads(args)
     modules = args.module or []
-    outputs = args.output
-    if len(outputs) != max(1, len(modules)):
-        raise InputError(f"give one --output per --module ({len(modules)} modules, {len(outputs)} outputs)")
-    if args.candidates:
-        if args.run or args.corpus:
-            raise InputError("--candidates carries run and text: do not pass --run/--corpus with it")
-        topics, run, docs, _ = read_rank_llm_candidates(args.candidates)
-        if args.topics:
-            topics = read_topics(args.topics)
-    else:
-        if not (args.run and args.topics and args.corpus):
-            raise InputError("pass --run, --topics and --corpus (or --candidates)")
-        require_file(args.corpus, "corpus")
-        topics, run, docs = read_topics(args.topics), read_run(args.run), None
-        if not run:
-            raise InputError(f"empty run: {args.run}")
+    if len(args.output) != max(1, len(modules)):
+        raise InputError(f"give one --output per --module ({len(modules)} modules, {len(args.output)} outputs)")
+    topics, run, docs = read_inputs(args, args.depth, progress=False)
     keep = _sample_qids([q for q in run if q in topics], args.sample_queries, args.seed)
-    run = {q: run[q] for q in keep}
-    topics = {q: topics[q] for q in keep}
-    if docs is None:
-        needed = {d for s in run.values() for d, _ in sorted_hits(s)[:args.depth]}
-        _log(f"loading {len(needed)} candidate documents from {args.corpus}")
-        docs = load_docs(args.corpus, needed, progress=False)
+    run, topics = {q: run[q] for q in keep}, {q: topics[q] for q in keep}
     reranker = _reranker(args, modules)
     t0 = time.perf_counter()
-    inputs = {"run": os.path.abspath(args.candidates or args.run), "queries": keep}
-    if len(reranker.modules) == 1:
-        ckpt = args.checkpoint or outputs[0] + ".ckpt.jsonl"
-        if args.restart and os.path.exists(ckpt):
-            os.unlink(ckpt)
-        out, stats = reranker.rerank_run(topics, run, docs, depth=args.depth, on_missing=args.on_missing,
-                                         checkpoint=ckpt, checkpoint_config=inputs, progress=not args.no_progress)
-        write_run(out, outputs[0], tag=args.tag or reranker.name)
-        Checkpoint(ckpt, {}).remove()
-        _log(f"wrote {outputs[0]}: {stats.summary()}")
-    else:
-        runs = rerank_run_multi(reranker, topics, run, docs, args.depth, outputs, inputs, args.restart,
-                                progress=not args.no_progress)
-        for path, r in zip(outputs, runs):
-            write_run(r, path, tag=args.tag or os.path.basename(path))
-            Checkpoint(path + ".ckpt.jsonl", {}).remove()
-            _log(f"wrote {path}")
-    seconds = time.perf_counter() - t0
-    pairs = sum(min(args.depth, len(s)) for s in run.values())
-    _log(f"reranked {len(run)} queries, {pairs} candidates x {len(reranker.modules)} scorer(s) in {seconds:.1f} s")
-
-
-def rerank_run_multi(reranker, topics, run, docs, depth, outputs, inputs, restart=False, progress=True):
-    """Like ``Reranker.rerank_run`` for several modules at once (one output run each, one resumable checkpoint
-    each); documents absent from ``docs`` are dropped."""
-    from tqdm import tqdm
-    from ..rerank import Checkpoint
-    ckpts, done = [], []
-    for m, path in enumerate(outputs):
-        fp = dict(reranker.fingerprint(), modules=[reranker.fingerprint()["modules"][m]], depth=depth, **inputs)
-        c = Checkpoint(path + ".ckpt.jsonl", fp)
-        if restart and os.path.exists(c.path):
-            os.unlink(c.path)
-        done.append(c.load())
-        c.open()
-        ckpts.append(c)
-    results: List[Dict[str, Dict[str, float]]] = [{} for _ in outputs]
-    try:
-        for qid in tqdm([q for q in run if q in topics], desc="rerank", unit="q", disable=not progress):
-            if all(qid in d for d in done):
-                for m in range(len(outputs)):
-                    results[m][qid] = dict(done[m][qid])
-                continue
-            cands = [d for d, _ in sorted_hits(run[qid])[:depth] if d in docs]
-            scores = reranker.score_pairs_multi([topics[qid]] * len(cands), [docs[d] for d in cands])
-            for m in range(len(outputs)):
-                hits = sorted(zip(cands, scores[m]), key=lambda kv: (-kv[1], kv[0]))
-                results[m][qid] = dict(hits)
-                if qid not in done[m]:
-                    ckpts[m].append(qid, hits)
-    finally:
-        for c in ckpts:
-            c.close()
-    return results
+    tags = [args.tag or (reranker.name if len(args.output) == 1 else os.path.basename(o)) for o in args.output]
+    stats = rerank_job(lambda: reranker, reranker.identity(), topics, run, docs, args.depth, args.output, tags,
+                       heads=reranker.heads, on_missing=args.on_missing, overwrite=args.overwrite,
+                       progress=args.progress)
+    if stats is not None:
+        _log(f"wrote {', '.join(args.output)}: {stats.summary()} ({len(reranker.modules)} scorer(s), "
+             f"{time.perf_counter() - t0:.1f} s)")
 
 
 def cmd_rerank_dpr(args) -> None:
-    from .data import read_dpr
+    from ..formats.dpr import read_dpr
     from .metrics import qa_metrics
     _set_threads(args)
     questions = read_dpr(args.input)
@@ -210,7 +148,7 @@ def cmd_rerank_dpr(args) -> None:
     reranker = _reranker(args, args.module or [])
     before, after, records = [], [], []
     from tqdm import tqdm
-    for ex in tqdm(questions, desc="rerank", unit="q", disable=args.no_progress):
+    for ex in tqdm(questions, desc="rerank", unit="q", disable=not args.progress):
         ctxs = list(ex.ctxs)
         top, rest = ctxs[:args.depth], ctxs[args.depth:]
         scores = reranker.score_pairs([ex.query] * len(top), [(c.title, c.text) for c in top]) if top else []
@@ -235,7 +173,7 @@ def cmd_rerank_dpr(args) -> None:
 
 # ------------------------------------------------------------------------------------------------------ eval
 def cmd_eval(args) -> None:
-    from ..eval import evaluate
+    from ..eval import evaluate, format_table
     from .metrics import run_qa_metrics
     qrels = read_qrels(args.qrels)
     if args.queries_of:
@@ -252,17 +190,15 @@ def cmd_eval(args) -> None:
         row = evaluate(run, q, metrics=args.metrics)
         if args.qa:
             row.update(run_qa_metrics(run, q, args.ks))
-        row["queries"] = len(q)
-        table[path] = row
+        table[f"{path} ({len(q)} q)"] = row
     if args.json:
-        with atomic_write(args.json) as f:
-            json.dump(table, f, indent=1)
-    from ..eval import format_table
-    print(format_table({f"{path} ({row['queries']} q)": {k: v for k, v in row.items() if k != "queries"}
-                        for path, row in table.items()}))
+        from ..formats.files import write_json
+        write_json(args.json, table)
+    print(format_table(table))
 
 
 def main(argv=None) -> None:
+    from ..rerank.__main__ import add_input_args
     p = argparse.ArgumentParser(prog="python -m repllama_pyserini.qpeft", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -282,8 +218,8 @@ def main(argv=None) -> None:
     t.add_argument("--negatives", type=int, default=30,
                    help="BM25 negatives per query, sampled from the top --negatives-depth (the pool of d-)")
     t.add_argument("--negatives-depth", type=int, default=100)
-    t.add_argument("--output", required=True)
-    t.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
+    t.add_argument("--output", required=True, help="rerunning the same command continues the run there (from its "
+                                                    "last checkpoint) or reports it finished")
     t.add_argument("--k", type=int, default=10, help="R: hint tokens")
     t.add_argument("--max-pairs", type=int, default=1000)
     t.add_argument("--heads", type=int, default=2)
@@ -291,38 +227,38 @@ def main(argv=None) -> None:
     t.add_argument("--train-batch-size", type=int, default=4, help="queries per step")
     t.add_argument("--lr", type=float, default=3e-2)
     t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--lr-scheduler", choices=("constant", "linear", "cosine"), default="constant")
+    t.add_argument("--warmup-steps", type=int, default=0)
     t.add_argument("--margin", type=float, default=0.5)
     t.add_argument("--in-batch", choices=("all", "positives", "none"), default="all")
     t.add_argument("--epochs", type=float, default=1.0)
     t.add_argument("--max-steps", type=int, default=None)
-    t.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this much training time")
-    t.add_argument("--eval-every", type=int, default=50)
+    t.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (evaluate and save) after this much training time; rerunning continues")
+    t.add_argument("--eval-every", type=int, default=50, help="dev evaluation and checkpoint interval (steps)")
     t.add_argument("--patience", type=int, default=3)
     t.add_argument("--dev-negatives", type=int, default=9, help="hard negatives per dev query")
     t.add_argument("--early-stopping", choices=("loss", "mrr"), default="loss",
                    help="dev criterion: the training loss (NLL + hinge) on dev, or the MRR of the positive")
     t.add_argument("--gradient-checkpointing", action="store_true")
     t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh: the run in OUTPUT (checkpoints, modules, log, summary) is removed first")
+    t.add_argument("--no-progress", dest="progress", action="store_false", help="no line per log record")
     t.set_defaults(fn=cmd_train)
 
     r = sub.add_parser("rerank", help="rerank a TREC run or rank_llm candidates (UPR or Q-PEFT)")
     _model_args(r)
     r.add_argument("--module", nargs="+", help="Q-PEFT module dir(s) or training output dir(s)")
     r.add_argument("--prompt", choices=("upr", "qpeft"), default=None, help="default: qpeft with a module, else upr")
-    r.add_argument("--run")
-    r.add_argument("--topics")
-    r.add_argument("--corpus")
-    r.add_argument("--candidates", help="rank_llm retrieve_results JSON(.gz)")
-    r.add_argument("--output", nargs="+", required=True)
+    add_input_args(r)
+    r.add_argument("--output", nargs="+", required=True, help="one reranked run per module")
     r.add_argument("--depth", type=int, default=100)
     r.add_argument("--sample-queries", type=int, default=None, help="rerank a seeded sample of N queries")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--padding-side", choices=("left", "right"), default="right")
-    r.add_argument("--on-missing", choices=("drop", "fail"), default="drop")
-    r.add_argument("--checkpoint")
-    r.add_argument("--restart", action="store_true")
     r.add_argument("--tag")
-    r.add_argument("--no-progress", action="store_true")
+    add_job_args(r)
     r.set_defaults(fn=cmd_rerank)
 
     d = sub.add_parser("rerank-dpr", help="rerank DPR retriever results; HR@k / Recall@k before and after")
@@ -336,7 +272,7 @@ def main(argv=None) -> None:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--padding-side", choices=("left", "right"), default="right")
     d.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20, 50, 100])
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-progress", dest="progress", action="store_false")
     d.set_defaults(fn=cmd_rerank_dpr)
 
     e = sub.add_parser("eval", help="nDCG@10 etc. (repllama_pyserini.eval) plus HR@k / Recall@k")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Sequence
 
-from ..io import sorted_hits
+from ..formats.runs import sorted_hits
 
 DEFAULT_KS = (1, 5, 10, 20, 50, 100)
 

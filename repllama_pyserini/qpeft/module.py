@@ -24,7 +24,8 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..io import InputError, make_temp_dir
+from ..cli import InputError
+from ..formats.files import make_temp_dir
 
 VARIANTS = ("R", "A")
 CONFIG_NAME = "qpeft_config.json"

@@ -1,6 +1,6 @@
 """Query-likelihood reranking (UPR zero-shot, or Q-PEFT with a trained module) with the same interface as
 RankLLaMA's: :class:`QPeftReranker` is a :class:`repllama_pyserini.rerank.Reranker`, so ``rerank(query, hits)``,
-``rerank_run(topics, run, docs, checkpoint=...)`` (resumable per query) and the multi-stage pipeline work
+``rerank_run(topics, run, docs, job_dir=...)`` (resumable) and the multi-stage pipeline work
 unchanged; the run/corpus/candidates plumbing of ``python -m repllama_pyserini.rerank`` is reused by the
 ``rerank`` command of ``python -m repllama_pyserini.qpeft``.
 
@@ -12,23 +12,19 @@ unchanged; the run/corpus/candidates plumbing of ``python -m repllama_pyserini.r
 """
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from typing import List, Optional, Sequence
 
 import torch
 
-from ..io import InputError
-from ..rerank import Reranker
+from ..cli import InputError
+from ..rerank.base import Reranker
+from ..templates import as_doc
 from .module import QPeftModule, load_module, read_config
 from .scoring import PROMPTS, PromptEncoder, QueryLikelihoodScorer
 
 DEFAULT_DEPTH = 100
-
-
-def _doc_fields(d):
-    if isinstance(d, str):
-        return "", d
-    return getattr(d, "title", "") or "", getattr(d, "text", "") or ""
 
 
 def resolve_module_dir(path: str) -> str:
@@ -59,6 +55,7 @@ class QPeftReranker(Reranker):
         self.scorer = QueryLikelihoodScorer(lm, self.encoder, batch_size, padding_side)
         self.depth, self.batch_size = depth, batch_size
         self.name = name or ("upr" if prompt == "upr" else "qpeft")
+        self.heads = len(self.modules)
 
     @classmethod
     def from_pretrained(cls, model_name_or_path: Optional[str] = None, module=None, prompt: Optional[str] = None,
@@ -88,15 +85,25 @@ class QPeftReranker(Reranker):
         lm, _ = load_model(model_name_or_path, kind="causal", base_model=base_model, dtype=dtype, device=device,
                            attn_implementation=attn_implementation, pad_token_id=tok.pad_token_id)
         modules = [load_module(m, lm) for m in module_dirs] or [None]
-        return cls(lm, tok, modules, prompt=prompt, **settings)
+        reranker = cls(lm, tok, modules, prompt=prompt, **settings)
+        reranker.source = (model_name_or_path, base_model)
+        return reranker
 
-    def fingerprint(self) -> dict:
-        fp = {"reranker": self.name, "dtype": str(next(self.lm.parameters()).dtype), **self.encoder.config()}
-        fp["modules"] = [None if m is None else {"variant": m.config.variant, "k": m.config.k,
-                                                  "checksum": float(sum(p.detach().double().sum()
-                                                                        for p in m.mlp.parameters()))}
-                         for m in self.modules]
-        return fp
+    def identity(self) -> dict:
+        """The prompt settings, the LLM's weights (when loaded from files) and each module's weights (a digest)."""
+        import hashlib
+        from ..models import checkpoint_identity
+
+        def digest(m):
+            h = hashlib.sha256(json.dumps(m.config.__dict__, sort_keys=True, default=str).encode())
+            for k, v in sorted(m.state_dict().items()):
+                h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+            return h.hexdigest()
+
+        source = getattr(self, "source", None)
+        return {"reranker": self.name, "dtype": str(next(self.lm.parameters()).dtype), **self.encoder.config(),
+                "checkpoint": checkpoint_identity(*source) if source else None,
+                "modules": [None if m is None else digest(m) for m in self.modules]}
 
     @torch.no_grad()
     def score_pairs_multi(self, queries: Sequence[str], docs: Sequence, progress=None) -> List[List[float]]:
@@ -108,7 +115,7 @@ class QPeftReranker(Reranker):
             groups.setdefault(q, []).append(i)
         out = [[0.0] * len(queries) for _ in self.modules]
         for q, idx in groups.items():
-            fields = [_doc_fields(docs[i]) for i in idx]
+            fields = [tuple(as_doc(docs[i]))[:2] for i in idx]
             scores = self.scorer.score(q, fields, modules=self.modules)
             for m, s in enumerate(scores):
                 for i, v in zip(idx, s):
@@ -119,3 +126,6 @@ class QPeftReranker(Reranker):
 
     def score_pairs(self, queries, docs, progress=None) -> List[float]:
         return self.score_pairs_multi(queries, docs, progress)[0]
+
+    def score_heads(self, queries, docs, progress=None) -> List[List[float]]:
+        return self.score_pairs_multi(queries, docs, progress)

@@ -25,6 +25,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from ..templates import pad, passage_body, position_ids
+
 QPEFT_INSTRUCTION = "given the hints, please generate a question for the input passage"
 QPEFT_PREFIX = "{instruction}\nPassage: {doc} \n"
 QPEFT_TAIL = "Question: \n"
@@ -34,12 +36,6 @@ UPR_QUERY_SEP = " "
 HINT_PREFIX = "hints:"
 HINT_SUFFIX = "\n"
 PROMPTS = ("upr", "qpeft")
-
-
-def doc_string(title: str, text: str) -> str:
-    """``{title} {text}`` (just the text when there is no title)."""
-    title, text = (title or "").strip(), (text or "").strip()
-    return f"{title} {text}" if title else text
 
 
 @dataclass
@@ -110,7 +106,7 @@ class PromptEncoder:
         return list(enc.input_ids), n
 
     def encode_doc(self, title: str, text: str) -> EncodedDoc:
-        ids, cut = self._truncate(doc_string(title, text), self.max_doc_tokens)
+        ids, cut = self._truncate(passage_body((title, text)), self.max_doc_tokens)
         prefix: Tuple[int, ...] = ()
         if self.prompt == "qpeft":
             prefix = tuple(self.bos + self._ids(QPEFT_PREFIX.format(instruction=self.instruction, doc=cut)))
@@ -144,24 +140,7 @@ def _punct_or_space(s: str) -> bool:
     return not s or all(c in string.punctuation or unicodedata.category(c)[0] in "PSZ" or c.isspace() for c in s)
 
 
-def _pad(seqs: Sequence[Sequence[int]], pad: int, side: str, device) -> Tuple[torch.Tensor, torch.Tensor]:
-    width = max((len(s) for s in seqs), default=0)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if not s:
-            continue
-        sl = slice(width - len(s), width) if side == "left" else slice(0, len(s))
-        ids[i, sl] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, sl] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    return (mask.cumsum(1) - 1).clamp(min=0)
-
-
-def query_loglik(lm, prefixes: Sequence[Sequence[int]], pairs: Sequence[Pair], padding_side: str = "right",
+def query_loglik(lm, tokenizer, prefixes: Sequence[Sequence[int]], pairs: Sequence[Pair], padding_side: str = "right",
                  prefix_cache: bool = True) -> torch.Tensor:
     """Mean log-probability of each pair's query tokens, shape ``[len(pairs)]`` (float32).
 
@@ -177,7 +156,6 @@ def query_loglik(lm, prefixes: Sequence[Sequence[int]], pairs: Sequence[Pair], p
     emb = lm.get_input_embeddings()
     head = lm.get_output_embeddings()
     device, dtype = emb.weight.device, emb.weight.dtype
-    pad_id = 0
     for p in pairs:
         if p.n_query < 1 or p.n_query > len(p.tail):
             raise ValueError(f"n_query {p.n_query} out of range for a tail of {len(p.tail)} tokens")
@@ -190,13 +168,14 @@ def query_loglik(lm, prefixes: Sequence[Sequence[int]], pairs: Sequence[Pair], p
         used = sorted({p.prefix for p in pairs})
         remap = {j: i for i, j in enumerate(used)}
         cached = [list(prefixes[j])[:-1] for j in used]
-        ids, pmask = _pad(cached, pad_id, padding_side, device)
+        enc = pad(tokenizer, cached, padding_side)
+        ids, pmask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         with torch.no_grad():
-            out = base(input_ids=ids, attention_mask=pmask, position_ids=_positions(pmask), use_cache=True)
+            out = base(input_ids=ids, attention_mask=pmask, position_ids=position_ids(pmask), use_cache=True)
         idx = torch.tensor([remap[p.prefix] for p in pairs], device=device)
         # a row with no real token (fully masked) may hold NaNs; masked keys must still be finite
-        layers = [(torch.nan_to_num(layer.keys[idx]), torch.nan_to_num(layer.values[idx]))
-                  for layer in out.past_key_values.layers]
+        kv = getattr(out, "cache", None) or out.past_key_values  # transformers >= 5.24 names it ``cache``
+        layers = [(torch.nan_to_num(layer.keys[idx]), torch.nan_to_num(layer.values[idx])) for layer in kv.layers]
         from transformers import DynamicCache
         cache = DynamicCache(layers)
         prefix_mask = pmask[idx]
@@ -227,9 +206,11 @@ def query_loglik(lm, prefixes: Sequence[Sequence[int]], pairs: Sequence[Pair], p
         x[i, s:s + n] = v
         live_mask[i, s:s + n] = 1
     mask = torch.cat([prefix_mask, live_mask], 1) if cache is not None else live_mask
-    pos = _positions(mask)[:, -width:]
-    out = base(inputs_embeds=x, attention_mask=mask, position_ids=pos, past_key_values=cache,
-               use_cache=cache is not None)
+    pos = position_ids(mask)[:, -width:]
+    import inspect
+    cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    out = base(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=cache is not None,
+               **{cache_kw: cache})
     hs = out.last_hidden_state
     rows, cols, targets, owner = [], [], [], []
     for i, (p, s, n) in enumerate(zip(pairs, starts, lengths)):
@@ -299,7 +280,7 @@ class QueryLikelihoodScorer:
 
     def loglik(self, queries, docs, pairs, module=None) -> torch.Tensor:
         prefixes, items = self.build_pairs(queries, docs, pairs, module)
-        return query_loglik(self.lm, prefixes, items, self.padding_side, self.prefix_cache)
+        return query_loglik(self.lm, self.enc.tok, prefixes, items, self.padding_side, self.prefix_cache)
 
     @torch.no_grad()
     def score(self, query: str, docs: Sequence[Tuple[str, str]], modules: Sequence = (None,)) -> List[List[float]]:
@@ -320,7 +301,7 @@ class QueryLikelihoodScorer:
                 else:  # same documents, same prefixes (they do not depend on the module)
                     assert p == prefixes
                 items.extend(it)
-            ll = query_loglik(self.lm, prefixes, items, self.padding_side, self.prefix_cache).tolist()
+            ll = query_loglik(self.lm, self.enc.tok, prefixes, items, self.padding_side, self.prefix_cache).tolist()
             for m in range(len(modules)):
                 scores[m].extend(ll[m * len(enc_docs):(m + 1) * len(enc_docs)])
         return scores

@@ -1,36 +1,47 @@
-"""Training a Q-PEFT module against a frozen LLM.
+"""Training a Q-PEFT module against a frozen LLM on Hugging Face's ``Trainer`` (see ``docs/qpeft.md``).
 
-Per step, ``batch_size`` queries, each with one positive d+ and one hard negative d- (sampled from its hard
-negatives); every query is also paired with the other passages of the batch (in-batch negatives: ``all``, only
-the other ``positives``, or ``none``). With l(q|d) the mean token NLL of q given d::
+Per step, ``batch_size`` queries, each with one positive d+ and one hard negative d- (from the top
+``hard_negative_pool``, drawn per (seed, epoch, example)), plus in-batch negatives (``all`` the other passages, the
+other ``positives``, or ``none``; never one of the query's own positives); with l(q|d) the mean token NLL of q given d::
 
     loss = mean_i [ l(q_i|d+_i) + mean_{d- in negatives of i} max(0, l(q_i|d+_i) - l(q_i|d-) + margin) ]
 
-AdamW over E', the MLP (and the attention of variant A) only -- the LLM is frozen and every step checks that no
-gradient reached it. Early stopping on held-out queries, each with its positive and ``dev_negatives`` hard
-negatives: on the same loss (default) or on the MRR of the positive (``early_stopping='mrr'``). ``output_dir`` holds ``module-init/`` (the untrained module, for before/after comparisons), ``module/``
-(the best module on dev), ``checkpoint/`` (the last state: module, optimizer, trainer state; ``resume=True``
-continues from it) and ``log.jsonl``.
+:func:`train` writes ``OUTPUT/module-init/``, ``module/`` (the best on dev, kept when found), the Trainer's last
+``checkpoint-N/``, ``train_config.json``, ``log.jsonl`` and ``train_summary.json``; called again on the same OUTPUT
+it continues the run exactly from its last checkpoint (config and data must match; the run length may change),
+reports it when finished, or refuses naming what changed (``overwrite=True`` starts afresh).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
-import random
+import re
+import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence
+from types import SimpleNamespace
+from typing import Dict, Optional, Sequence
 
 import torch
+from torch import nn
+from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerState
 
-from ..io import InputError, atomic_write
-from .data import Example
+from ..cli import InputError
+from ..formats.files import atomic_write, read_json, write_json
+from ..jobs import Lock, describe_changes
+from ..train.callbacks import EpochCallback, TimeLimitCallback
+from ..train.data import GroupSource, TrainDataset, sample_group
+from ..train.trainer import ContrastiveTrainer
 from .module import QPeftModule, load_module
 from .scoring import PromptEncoder, QueryLikelihoodScorer
 
-IN_BATCH = ("all", "positives", "none")
+IN_BATCH, SCHEDULES = ("all", "positives", "none"), ("constant", "linear", "cosine")
+RUN_LENGTH = ("epochs", "max_steps", "max_minutes")  # may change when a run is continued
+CONFIG, SUMMARY, LOG = "train_config.json", "train_summary.json", "log.jsonl"
 
 
 @dataclass
@@ -45,28 +56,32 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 3e-2
     weight_decay: float = 0.0          # MLP/attention only; E' never decays (its untouched rows must stay E's)
+    lr_scheduler: str = "constant"     # or linear / cosine (decay to 0 at the last step)
+    warmup_steps: int = 0
     margin: float = 0.5
     in_batch: str = "all"
     hard_negative_pool: int = 30       # d- is sampled from the top of a query's hard negatives
     epochs: float = 1.0
     max_steps: Optional[int] = None
     max_minutes: Optional[float] = None
-    eval_every: int = 50
+    eval_every: int = 50               # also the checkpoint interval
     patience: int = 3
     early_stopping: str = "loss"       # dev criterion: "loss" (the training loss on dev) or "mrr"
     dev_negatives: int = 9
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0             # 0: no clipping
     seed: int = 42
     gradient_checkpointing: bool = False
     padding_side: str = "right"
 
     def __post_init__(self):
-        if self.in_batch not in IN_BATCH:
-            raise InputError(f"in_batch must be one of {IN_BATCH}, got {self.in_batch!r}")
-        if self.early_stopping not in ("loss", "mrr"):
-            raise InputError(f"early_stopping must be 'loss' or 'mrr', got {self.early_stopping!r}")
-        if self.batch_size < 1:
-            raise InputError("batch_size must be >= 1")
+        for name, allowed in (("in_batch", IN_BATCH), ("early_stopping", ("loss", "mrr")),
+                              ("lr_scheduler", SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("batch_size", "eval_every", "patience", "hard_negative_pool") + (
+                ("max_steps",) if self.max_steps is not None else ()):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def check_gradients(lm, module) -> None:
@@ -78,304 +93,347 @@ def check_gradients(lm, module) -> None:
         raise RuntimeError("no gradient reached the Q-PEFT module")
 
 
-def _passage_tuple(p):
-    return (p.title, p.text)
+# ------------------------------------------------------------------------------------------------ data and model
+class PairDataset(TrainDataset):
+    """Item ``i`` of the current epoch: ``(group, d+, d-)`` drawn by :func:`repllama_pyserini.train.data.sample_group`
+    from the group's positives and the top ``pool`` of its negatives."""
+
+    def __init__(self, groups: Sequence, pool: int, seed: int):
+        super().__init__(GroupSource([dataclasses.replace(g, negatives=g.negatives[:pool]) for g in groups]), 2, seed)
+
+    def __getitem__(self, i: int):
+        g = self.source[i]
+        pos, negs = sample_group(g, 2, self.seed, self.epoch, int(i))
+        return g, pos, negs[0]
 
 
-class Trainer:
-    def __init__(self, lm, tokenizer, train: Sequence[Example], dev: Sequence[Example], output_dir: str,
-                 config: TrainConfig, base_model: str = "", log=print):
-        self.lm, self.tok, self.cfg = lm, tokenizer, config
-        self.train = [e for e in train if e.positives and e.negatives]
-        dropped = len(train) - len(self.train)
-        if not self.train:
-            raise InputError("no training example has both a positive and a hard negative")
-        self.dev = [e for e in dev if e.positives and e.negatives]
-        self.output_dir = output_dir
-        self.base_model = base_model
-        self.log_fn = log
-        if dropped:
-            log(f"{dropped} training examples without a positive or a hard negative skipped")
-        lm.requires_grad_(False)
-        lm.eval()
-        self.encoder = PromptEncoder(tokenizer, "qpeft", config.max_doc_tokens, config.max_query_tokens)
-        prefix_cache = not config.gradient_checkpointing
-        if config.gradient_checkpointing:
-            if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.x
-                lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            lm.train()  # HF checkpoints only in train mode (LLaMA has no dropout: scores are unchanged)
-        self.scorer = QueryLikelihoodScorer(lm, self.encoder, padding_side=config.padding_side,
-                                            prefix_cache=prefix_cache)
-        self.module: Optional[QPeftModule] = None
-        self.optimizer = None
-        self.state = {"step": 0, "epoch": 0, "pos": 0, "best": None, "best_step": None, "bad_evals": 0,
-                      "elapsed": 0.0, "stopped": None}
+class Collator:
+    """``(group, d+, d-)`` items -> the model's inputs: encoded queries and distinct passages, the (query, passage)
+    pairs to score and, per query, (its positive's pair, its negatives' pairs)."""
 
-    # ------------------------------------------------------------------ setup / checkpoint
-    def _make_optimizer(self):
-        emb = [self.module.embed.weight]
-        rest = [p for n, p in self.module.named_parameters() if not n.startswith("embed.")]
-        return torch.optim.AdamW([{"params": emb, "weight_decay": 0.0},
-                                  {"params": rest, "weight_decay": self.cfg.weight_decay}], lr=self.cfg.lr)
+    def __init__(self, encoder: PromptEncoder, in_batch: str = "all"):
+        self.encoder, self.in_batch = encoder, in_batch
 
-    def setup(self, resume: bool = False) -> None:
-        ckpt = os.path.join(self.output_dir, "checkpoint")
-        if resume and os.path.isfile(os.path.join(ckpt, "trainer_state.json")):
-            with open(os.path.join(ckpt, "trainer_state.json"), encoding="utf-8") as f:
-                saved = json.load(f)
-            if saved.get("config", {}).get("variant") != self.cfg.variant:
-                raise InputError(f"checkpoint {ckpt} is for variant {saved.get('config', {}).get('variant')}, "
-                                 f"not {self.cfg.variant}")
-            self.module = load_module(ckpt, self.lm)
-            self.optimizer = self._make_optimizer()
-            self.optimizer.load_state_dict(_expand_state(torch.load(os.path.join(ckpt, "optimizer.pt"),
-                                                                    weights_only=True)))
-            self.state = saved["state"]
-            self.log_fn(f"resumed from {ckpt} at step {self.state['step']}")
-            return
-        self.module = QPeftModule.create(self.lm, self.cfg.variant, k=self.cfg.k, max_pairs=self.cfg.max_pairs,
-                                         num_heads=self.cfg.num_heads, dropout=self.cfg.dropout,
-                                         base_model=self.base_model, prompt=self.encoder.config(),
-                                         seed=self.cfg.seed)
-        self.optimizer = self._make_optimizer()
-        self.module.save(os.path.join(self.output_dir, "module-init"), self._frozen())
-
-    def _frozen(self):
-        return self.lm.get_input_embeddings().weight
-
-    def save_checkpoint(self) -> None:
-        ckpt = os.path.join(self.output_dir, "checkpoint")
-        self.module.save(ckpt, self._frozen())
-        with atomic_write(os.path.join(ckpt, "optimizer.pt"), "wb", encoding=None) as f:
-            torch.save(_compact_state(self.optimizer.state_dict()), f)
-        with atomic_write(os.path.join(ckpt, "trainer_state.json")) as f:
-            json.dump({"state": self.state, "config": asdict(self.cfg)}, f, indent=1)
-
-    # ------------------------------------------------------------------ batches
-    def _order(self, epoch: int) -> List[int]:
-        idx = list(range(len(self.train)))
-        random.Random(self.cfg.seed * 1000 + epoch).shuffle(idx)
-        return idx
-
-    def _next_batch(self) -> List[Example]:
-        order = self._order(self.state["epoch"])
-        if self.state["pos"] >= len(order):
-            self.state["epoch"] += 1
-            self.state["pos"] = 0
-            order = self._order(self.state["epoch"])
-        batch = [self.train[i] for i in order[self.state["pos"]:self.state["pos"] + self.cfg.batch_size]]
-        self.state["pos"] += self.cfg.batch_size
-        return batch
-
-    def step_loss(self, batch: Sequence[Example], rng: random.Random) -> torch.Tensor:
-        """The loss of one batch (differentiable w.r.t. the module)."""
-        cfg = self.cfg
-        docs, doc_index, own = [], {}, []
-
-        def add(p):
-            if p.docid not in doc_index:
-                doc_index[p.docid] = len(docs)
+    def __call__(self, items) -> dict:
+        docs, index = [], {}
+        for p in (p for _, *ps in items for p in ps):
+            if p.docid not in index:
+                index[p.docid] = len(docs)
                 docs.append(p)
-            return doc_index[p.docid]
+        own = [(index[pos.docid], index[neg.docid]) for _, pos, neg in items]
+        pairs, groups = [], []
+        for i, (g, _, _) in enumerate(items):
+            mine, negs = {p.docid for p in g.positives}, [own[i][1]]
+            for j, (pj, nj) in enumerate(own if self.in_batch != "none" else []):
+                for d in ((pj, nj) if self.in_batch == "all" else (pj,)):
+                    if j != i and docs[d].docid not in mine and d not in negs:
+                        negs.append(d)
+            groups.append((len(pairs), list(range(len(pairs) + 1, len(pairs) + 1 + len(negs)))))
+            pairs += [(i, own[i][0])] + [(i, d) for d in negs]
+        return {"queries": [self.encoder.encode_query(g.query) for g, _, _ in items],
+                "docs": [self.encoder.encode_doc(p.title, p.text) for p in docs], "pairs": pairs, "groups": groups}
 
-        for e in batch:
-            pos = rng.choice(e.positives)
-            neg = rng.choice(e.negatives[:cfg.hard_negative_pool])
-            own.append((add(pos), add(neg)))
-        positive_ids = [{p.docid for p in e.positives} for e in batch]
-        pairs, groups = [], []  # groups[i] = (index of the positive pair, [indices of negative pairs])
-        for i, e in enumerate(batch):
-            p_idx, n_idx = own[i]
-            pairs.append((i, p_idx))
-            negs = [n_idx]
-            if cfg.in_batch != "none":
-                for j, (pj, nj) in enumerate(own):
-                    if j == i:
-                        continue
-                    for d in ((pj, nj) if cfg.in_batch == "all" else (pj,)):
-                        if docs[d].docid not in positive_ids[i] and d not in negs:
-                            negs.append(d)
-            groups.append((len(pairs) - 1, []))
-            for d in negs:
-                pairs.append((i, d))
-                groups[-1][1].append(len(pairs) - 1)
-        queries = [self.encoder.encode_query(e.query) for e in batch]
-        enc_docs = [self.encoder.encode_doc(p.title, p.text) for p in docs]
-        nll = -self.scorer.loglik(queries, enc_docs, pairs, self.module)
-        losses = []
-        for p_i, n_is in groups:
-            hinge = torch.clamp(nll[p_i] - nll[torch.tensor(n_is)] + cfg.margin, min=0).mean()
-            losses.append(nll[p_i] + hinge)
-        return torch.stack(losses).mean()
 
-    # ------------------------------------------------------------------ dev
-    @torch.no_grad()
-    def evaluate_dev(self, module=None) -> Dict[str, float]:
-        """On each dev query, its (first) positive and first ``dev_negatives`` hard negatives: the training loss
-        without in-batch negatives (``dev_loss``: NLL of the positive + mean hinge), the positive's mean NLL and
-        its reciprocal rank (``dev_mrr``)."""
-        module = self.module if module is None else module
-        was_training = module.training
-        module.eval()
-        rr, nll, losses = [], [], []
-        for e in self.dev:
-            cands = [e.positives[0]] + list(e.negatives[:self.cfg.dev_negatives])
-            scores = self.scorer.score(e.query, [_passage_tuple(p) for p in cands], modules=[module])[0]
-            rank = 1 + sum(s > scores[0] for s in scores[1:])
-            rr.append(1.0 / rank)
-            nll.append(-scores[0])
-            hinge = [max(0.0, scores[j] - scores[0] + self.cfg.margin) for j in range(1, len(scores))]
-            losses.append(-scores[0] + (sum(hinge) / len(hinge) if hinge else 0.0))
-        module.train(was_training)
-        if not rr:
-            return {}
-        return {"dev_loss": sum(losses) / len(losses), "dev_mrr": sum(rr) / len(rr), "dev_nll": sum(nll) / len(nll),
-                "dev_queries": len(rr)}
+class QPeftModel(nn.Module):
+    """The Trainer's model: the trainable :class:`QPeftModule` (``.module``) and the frozen LLM (``.lm``, outside the
+    module tree: not in ``parameters()`` nor ``state_dict()``, never saved)."""
 
-    def _key(self, metrics) -> List[float]:
-        """Higher is better: -dev_loss (``early_stopping='loss'``) or (dev_mrr, -dev_nll) (``'mrr'``)."""
-        if self.cfg.early_stopping == "mrr":
-            return [metrics["dev_mrr"], -metrics["dev_nll"]]
-        return [-metrics["dev_loss"]]
+    def __init__(self, lm, module: QPeftModule, scorer: QueryLikelihoodScorer, margin: float):
+        super().__init__()
+        self.module, self.scorer, self.margin = module, scorer, margin
+        self.__dict__["lm"] = lm
 
-    def _improved(self, metrics) -> bool:
-        best = self.state["best"]
-        return best is None or tuple(self._key(metrics)) > tuple(best)
+    def forward(self, queries, docs, pairs, groups):
+        nll = -self.scorer.loglik(queries, docs, pairs, self.module)
+        losses = [nll[p] + torch.clamp(nll[p] - nll[torch.tensor(n)] + self.margin, min=0).mean() for p, n in groups]
+        return SimpleNamespace(loss=torch.stack(losses).mean())
 
-    # ------------------------------------------------------------------ loop
-    def log(self, record: dict) -> None:
-        record = dict(record, time=round(self.state["elapsed"], 1))
-        with open(os.path.join(self.output_dir, "log.jsonl"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        self.log_fn(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    def save(self, output_dir: str, state_dict=None) -> None:
+        self.module.save(output_dir, self.lm.get_input_embeddings().weight)
 
-    def _evaluate_and_log(self, losses: List[float], t_start: float) -> Optional[float]:
-        """Log the mean loss since the last evaluation, evaluate on dev, keep the module when it is the best so
-        far, save a checkpoint; returns the evaluation's duration (None without dev)."""
-        rec = dict(step=self.state["step"], epoch=self.state["epoch"], loss=sum(losses) / max(1, len(losses)))
-        cost = None
-        if self.dev:
-            t = time.perf_counter()
-            m = self.evaluate_dev()
-            cost = time.perf_counter() - t
-            rec.update(m)
-            if self._improved(m):
-                self.state["best"], self.state["best_step"] = self._key(m), self.state["step"]
-                self.state["bad_evals"] = 0
-                self.module.save(os.path.join(self.output_dir, "module"), self._frozen())
-            else:
-                self.state["bad_evals"] += 1
-        self.state["elapsed"] = time.perf_counter() - t_start
-        self.log(rec)
-        self.save_checkpoint()
-        return cost
+    def load_trained(self, path: str) -> None:
+        self.module.load_state_dict(load_module(path, self.lm).state_dict())
 
-    def run(self) -> dict:
-        cfg = self.cfg
-        os.makedirs(self.output_dir, exist_ok=True)
-        steps_per_epoch = math.ceil(len(self.train) / cfg.batch_size)
-        total = cfg.max_steps if cfg.max_steps is not None else int(math.ceil(cfg.epochs * steps_per_epoch))
-        t_start = time.perf_counter() - self.state["elapsed"]
-        eval_cost = 0.0
-        if self.state["step"] == 0 and self.dev and self.state["best"] is None:
-            t = time.perf_counter()
-            m = self.evaluate_dev()
-            eval_cost = time.perf_counter() - t
-            self.state["elapsed"] = time.perf_counter() - t_start
-            self.state["best"], self.state["best_step"] = self._key(m), 0
-            self.module.save(os.path.join(self.output_dir, "module"), self._frozen())
-            self.log(dict(step=0, **m))
-        self.module.train()
-        stop = None
-        last_loss: List[float] = []
-        step_cost = 0.0
-        while self.state["step"] < total:
-            elapsed = time.perf_counter() - t_start
-            if cfg.max_minutes is not None and elapsed + step_cost + eval_cost > cfg.max_minutes * 60:
-                stop = "time"  # room is kept for the step and the final dev evaluation
-                break
-            t_step = time.perf_counter()
-            step = self.state["step"]
-            rng = random.Random(cfg.seed * 7919 + step)
-            torch.manual_seed(cfg.seed + step)
-            batch = self._next_batch()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.step_loss(batch, rng)
-            loss.backward()
-            check_gradients(self.lm, self.module)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.state["step"] = step + 1
-            self.state["elapsed"] = time.perf_counter() - t_start
-            step_cost = time.perf_counter() - t_step
-            last_loss.append(loss.item())
-            if (step + 1) % max(1, cfg.eval_every) == 0 or self.state["step"] == total:
-                eval_cost = self._evaluate_and_log(last_loss, t_start) or eval_cost
-                last_loss = []
-                if self.dev and self.state["bad_evals"] >= cfg.patience:
-                    stop = "early-stopping"
-                    break
+
+@torch.no_grad()
+def dev_metrics(scorer: QueryLikelihoodScorer, module, dev: Sequence, negatives: int, margin: float) -> dict:
+    """On each dev query, its first positive and first ``negatives`` hard negatives: ``loss`` (NLL of the positive +
+    mean hinge, no in-batch negatives), ``nll`` (of the positive), ``mrr`` (of the positive), means over ``queries``."""
+    was_training = module.training
+    rr, nll, losses = [], [], []
+    for e in dev:
+        s = scorer.score(e.query, [(p.title, p.text) for p in [e.positives[0]] + e.negatives[:negatives]],
+                         modules=[module])[0]
+        rr.append(1.0 / (1 + sum(x > s[0] for x in s[1:])))
+        nll.append(-s[0])
+        losses.append(-s[0] + sum(max(0.0, x - s[0] + margin) for x in s[1:]) / max(1, len(s) - 1))
+    module.train(was_training)
+    n = len(rr)
+    return {"loss": sum(losses) / n, "mrr": sum(rr) / n, "nll": sum(nll) / n, "queries": n} if n else {}
+
+
+# ------------------------------------------------------------------------------------------------ Trainer
+class CompactAdamW(torch.optim.AdamW):
+    """AdamW whose state dict stores mostly-zero 2-D moments (the E' rows never used) as (row index, rows)."""
+
+    def state_dict(self):
+        state = super().state_dict()
+        packed = {k: {} for k in state["state"]}
+        for k, st in state["state"].items():
+            for name, v in st.items():
+                rows = (v != 0).any(1).nonzero()[:, 0] if torch.is_tensor(v) and v.dim() == 2 else None
+                packed[k].update({name: v} if rows is None or rows.numel() >= v.shape[0] // 2 else {
+                    name + "@rows": rows, name + "@values": v[rows].clone(), name + "@shape": torch.tensor(v.shape)})
+        return {"param_groups": state["param_groups"], "state": packed}
+
+    def load_state_dict(self, state_dict):
+        state = {k: dict(st) for k, st in state_dict["state"].items()}
+        for st in state.values():
+            for name in [n[:-5] for n in st if n.endswith("@rows")]:
+                values = st[name + "@values"]
+                st[name] = torch.zeros(st.pop(name + "@shape").tolist(), dtype=values.dtype, device=values.device)
+                st[name][st.pop(name + "@rows")] = st.pop(name + "@values")
+        super().load_state_dict({"param_groups": state_dict["param_groups"], "state": state})
+
+
+class TimeLimit(TimeLimitCallback):
+    """``train/``'s time limit; also records that it stopped the run and has the last steps logged and evaluated."""
+
+    fired = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stopping = control.should_training_stop
+        super().on_step_end(args, state, control, **kwargs)
+        if control.should_training_stop and not stopping:
+            self.fired = control.should_log = True
+            control.should_evaluate = args.eval_strategy != "no"
+        return control
+
+
+class LogFile(TrainerCallback):
+    """``log.jsonl``: the Trainer's log history, rewritten at every checkpoint and at the end (a continued run's log is
+    that of its checkpoint); each record is also shown with ``show``."""
+
+    def __init__(self, path: str, show=None):
+        self.path, self.show = path, show
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.show:
+            rec = {"step": state.global_step, **(logs or {})}
+            self.show(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
+
+    def on_save(self, args, state, control, **kwargs):
+        with atomic_write(self.path) as f:
+            f.writelines(json.dumps(r) + "\n" for r in state.log_history)
+
+    on_train_end = on_save
+
+
+class QPeftTrainer(ContrastiveTrainer):
+    """``train/``'s Trainer (saving and loading through the model's ``save`` / ``load_trained``) plus the gradient
+    check, dev evaluation by :func:`dev_metrics` and the best module kept in ``OUTPUT/module/``."""
+
+    def __init__(self, *args, config: TrainConfig, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cfg = config
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        check_gradients(self._inner().lm, self._inner().module)
+        return loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> Dict[str, float]:
+        dev = self.eval_dataset if eval_dataset is None else eval_dataset
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in dev_metrics(
+            self._inner().scorer, self._inner().module, dev, self.cfg.dev_negatives, self.cfg.margin).items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        if self.is_in_train and self.state.global_step == 0:  # eval_on_start: the untrained module is the first best
+            self._determine_best_metric(metrics, None)
+        return metrics
+
+    def _determine_best_metric(self, metrics, trial) -> bool:
+        """The Trainer's comparison (a tie is no improvement); the best module goes to ``OUTPUT/module/``."""
+        value, best = metrics[f"eval_{self.args.metric_for_best_model}"], self.state.best_metric
+        better = best is None or (value > best if self.args.greater_is_better else value < best)
+        if better:
+            self.state.best_metric = value
+            self._inner().save(os.path.join(self.args.output_dir, "module"))
+        return better
+
+
+def _usable(examples: Sequence) -> list:
+    return [e for e in examples if e.positives and e.negatives]
+
+
+def build_trainer(lm, tokenizer, train_examples: Sequence, dev_examples: Sequence, output_dir: str,
+                  config: TrainConfig, base_model: str = "", show=None, eval_on_start: bool = True) -> QPeftTrainer:
+    """The Trainer for ``config`` with a fresh module (examples without a positive or a hard negative are skipped)."""
+    cfg = config
+    train_ex, dev_ex = _usable(train_examples), _usable(dev_examples)
+    if not train_ex:
+        raise InputError("no training example has both a positive and a hard negative")
+    lm.requires_grad_(False)
+    lm.eval()
+    if cfg.gradient_checkpointing:
+        kw = {"use_reentrant": False}
+        if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.x
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
         else:
-            stop = "done"
-        if last_loss:  # steps since the last evaluation (a time stop): evaluate them too
-            self._evaluate_and_log(last_loss, t_start)
-        if not self.dev:  # nothing to select on: the last module is the result
-            self.module.save(os.path.join(self.output_dir, "module"), self._frozen())
-        self.state["stopped"] = stop
-        self.state["elapsed"] = time.perf_counter() - t_start
-        self.save_checkpoint()
-        summary = {"stopped": stop, "steps": self.state["step"], "best_step": self.state["best_step"],
-                   "early_stopping": cfg.early_stopping,
-                   "best_dev": None if self.state["best"] is None else self.state["best"][0] *
-                   (-1 if cfg.early_stopping == "loss" else 1),
-                   "seconds": round(self.state["elapsed"], 1), "train_examples": len(self.train),
-                   "dev_examples": len(self.dev), "config": asdict(cfg)}
-        with atomic_write(os.path.join(self.output_dir, "train_summary.json")) as f:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+        lm.train()  # HF checkpoints only in train mode (LLaMA has no dropout: scores are unchanged)
+    encoder = PromptEncoder(tokenizer, "qpeft", cfg.max_doc_tokens, cfg.max_query_tokens)
+    # Hugging Face drops past_key_values under checkpointing: then every pair runs as one full sequence
+    scorer = QueryLikelihoodScorer(lm, encoder, padding_side=cfg.padding_side,
+                                   prefix_cache=not cfg.gradient_checkpointing)
+    module = QPeftModule.create(lm, cfg.variant, k=cfg.k, max_pairs=cfg.max_pairs, num_heads=cfg.num_heads,
+                                dropout=cfg.dropout, base_model=base_model, prompt=encoder.config(), seed=cfg.seed)
+    rest = [p for n, p in module.named_parameters() if not n.startswith("embed.")]
+    optimizer = CompactAdamW([{"params": [module.embed.weight], "weight_decay": 0.0},
+                              {"params": rest, "weight_decay": cfg.weight_decay}], lr=cfg.lr)
+    dev, every = bool(dev_ex), cfg.eval_every
+    args = TrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip, warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type="constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler,
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, seed=cfg.seed, use_cpu=module.device.type == "cpu",
+        eval_strategy="steps" if dev else "no", eval_steps=every, eval_on_start=dev and eval_on_start,
+        metric_for_best_model=cfg.early_stopping if dev else None, load_best_model_at_end=dev,
+        greater_is_better=(cfg.early_stopping == "mrr") if dev else None, save_strategy="steps", save_steps=every,
+        save_total_limit=1, logging_steps=every, restore_callback_states_from_checkpoint=True,
+        remove_unused_columns=False, dataloader_pin_memory=False, report_to="none", disable_tqdm=True)
+    if args.n_gpu > 1:
+        args._n_gpu = 1  # one process, the frozen LLM's device: no DataParallel
+    dataset = PairDataset(train_ex, cfg.hard_negative_pool, cfg.seed)
+    callbacks = [EpochCallback(dataset), LogFile(os.path.join(output_dir, LOG), show)] + (
+        [EarlyStoppingCallback(cfg.patience)] if dev else []) + (
+        [TimeLimit(cfg.max_minutes)] if cfg.max_minutes is not None else [])
+    trainer = QPeftTrainer(model=QPeftModel(lm, module, scorer, cfg.margin), args=args, train_dataset=dataset,
+                           eval_dataset=dev_ex or None, data_collator=Collator(encoder, cfg.in_batch),
+                           optimizers=(optimizer, None), callbacks=callbacks, config=cfg)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def _setup(cfg: TrainConfig, train_examples, dev_examples, base_model: str) -> dict:
+    """What identifies a run (saved as ``train_config.json``): the config, the base model, the data's digests."""
+    def digest(examples):
+        h = hashlib.sha256()
+        for e in examples:
+            h.update(json.dumps([e.qid, e.query, [[p.docid, p.title, p.text] for p in e.positives], "|",
+                                 [[p.docid, p.title, p.text] for p in e.negatives]]).encode())
+        return h.hexdigest()
+    return {"config": asdict(cfg), "base_model": base_model,
+            "inputs": {"train": digest(train_examples), "dev": digest(dev_examples)}}
+
+
+def _fixed(setup: dict) -> dict:
+    """What a continued run must share with the saved one (the run length may change under a constant schedule)."""
+    free = RUN_LENGTH if setup["config"].get("lr_scheduler") == "constant" else ("max_minutes",)
+    return dict(setup, config={k: v for k, v in setup["config"].items() if k not in free})
+
+
+def _status(out: str, setup: dict, cfg: TrainConfig, n_train: int, overwrite: bool = False):
+    """Check OUTPUT against ``setup``. Returns ((path, TrainerState) of its last complete checkpoint or None, how that
+    run ended: None (to continue), 'done' or 'early-stopping')."""
+    if overwrite or not os.path.isdir(out):
+        return None, None
+    if not os.path.isfile(os.path.join(out, CONFIG)):
+        if set(os.listdir(out)) - {"LOCK"}:
+            raise InputError(f"{out} is not empty and holds no Q-PEFT training (no {CONFIG}); pass --overwrite to "
+                             f"start afresh, or write elsewhere")
+        return None, None
+    changes = describe_changes(_fixed(read_json(os.path.join(out, CONFIG), "training config")), _fixed(setup))
+    if changes:
+        raise InputError(f"{out} holds a Q-PEFT training with other settings ({'; '.join(changes)}); pass "
+                         f"--overwrite to start afresh, or write elsewhere")
+    for step in sorted((int(d[11:]) for d in os.listdir(out) if re.fullmatch(r"checkpoint-\d+", d)), reverse=True):
+        path = os.path.join(out, f"checkpoint-{step}")
+        try:
+            state = TrainerState.load_from_json(os.path.join(path, "trainer_state.json"))
+        except (OSError, ValueError):
+            continue  # cut short by a kill (the trainer state is written last)
+        es = state.stateful_callbacks.get("EarlyStoppingCallback") or {}
+        es = (es[-1] if isinstance(es, list) else es).get("attributes", {})
+        total = cfg.max_steps or math.ceil(cfg.epochs * math.ceil(n_train / cfg.batch_size))
+        return (path, state), ("early-stopping" if es.get("early_stopping_patience_counter", 0) >= cfg.patience
+                               else "done" if state.global_step >= total else None)
+    return None, None
+
+
+def _finished(out: str, ended: Optional[str], log) -> Optional[dict]:
+    path = os.path.join(out, SUMMARY)
+    if not (ended and os.path.isfile(path)):
+        return None
+    log(f"already complete: {out} (same settings and data; --overwrite trains again)")
+    return read_json(path, "training summary")
+
+
+def completed_run(output_dir: str, config: TrainConfig, train_examples, dev_examples, base_model: str = "",
+                  log=None) -> Optional[dict]:
+    """The summary of a finished run of this config and data in ``output_dir`` (reported to ``log``), else None;
+    refuses an OUTPUT with another run like :func:`train` (which it spares loading an LLM for nothing)."""
+    setup = _setup(config, train_examples, dev_examples, base_model)
+    return _finished(output_dir, _status(output_dir, setup, config, len(_usable(train_examples)))[1], log or _stderr)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train(lm, tokenizer, train_examples, dev_examples, output_dir: str, config: TrainConfig, overwrite: bool = False,
+          base_model: str = "", log=None, progress: bool = True) -> dict:
+    """Train a Q-PEFT module into ``output_dir``, or continue or report the run there (see the module doc); returns
+    the summary written to ``train_summary.json``. ``log``: messages; ``progress``: also each log record."""
+    log = log or _stderr
+    cfg, out = config, output_dir
+    n_train, n_dev = len(_usable(train_examples)), len(_usable(dev_examples))
+    setup = _setup(cfg, train_examples, dev_examples, base_model)
+    os.makedirs(out, exist_ok=True)
+    lock = Lock(os.path.join(out, "LOCK"), f"Q-PEFT training ({out})").acquire()
+    try:
+        last, ended = _status(out, setup, cfg, n_train, overwrite)
+        done = _finished(out, ended, log)
+        if done is not None:
+            return done
+        for name in os.listdir(out):  # overwrite: the run; always: checkpoints a kill cut short
+            full = os.path.join(out, name)
+            if (re.fullmatch(r"checkpoint-\d+", name) and full != (last or [None])[0] or
+                    overwrite and name in ("module", "module-init", CONFIG, SUMMARY, LOG)):
+                shutil.rmtree(full) if os.path.isdir(full) else os.unlink(full)
+        write_json(os.path.join(out, CONFIG), setup)
+        previous = read_json(os.path.join(out, SUMMARY), "training summary") if last and os.path.isfile(
+            os.path.join(out, SUMMARY)) else {}
+        seconds = previous.get("seconds", 0.0)  # of the invocations before (a time stop)
+        if ended:  # killed between its last checkpoint and its summary
+            state, stopped = last[1], ended
+        else:
+            if n_train < len(train_examples):
+                log(f"{len(train_examples) - n_train} training examples without a positive or a hard negative skipped")
+            trainer = build_trainer(lm, tokenizer, train_examples, dev_examples, out, cfg, base_model,
+                                    log if progress else None, eval_on_start=last is None)
+            if last is None:
+                trainer.model.save(os.path.join(out, "module-init"))
+            else:
+                log(f"continuing from {last[0]} (step {last[1].global_step})")
+            seconds += trainer.train(resume_from_checkpoint=last[0] if last else None).metrics["train_runtime"]
+            state, callbacks = trainer.state, trainer.callback_handler.callbacks
+            stopped = ("early-stopping" if any(isinstance(c, EarlyStoppingCallback) and
+                                               c.early_stopping_patience_counter >= cfg.patience for c in callbacks)
+                       else "time" if any(isinstance(c, TimeLimit) and c.fired for c in callbacks) else "done")
+            if n_dev:  # module/ holds the best: the Trainer ends with it, as with load_best_model_at_end
+                trainer.model.load_trained(os.path.join(out, "module"))
+            else:  # nothing to select on: the last module is the result
+                trainer.model.save(os.path.join(out, "module"))
+        key = f"eval_{cfg.early_stopping}"
+        best_step = next((h["step"] for h in state.log_history if n_dev and h.get(key) == state.best_metric), None)
+        summary = {"stopped": stopped, "steps": state.global_step, "best_step": best_step,
+                   "early_stopping": cfg.early_stopping, "best_dev": state.best_metric, "seconds": round(seconds, 1),
+                   "train_examples": n_train, "dev_examples": n_dev, "config": asdict(cfg)}
+        with atomic_write(os.path.join(out, SUMMARY)) as f:
             json.dump(summary, f, indent=1)
         return summary
-
-
-def _compact_state(state: dict) -> dict:
-    """Optimizer state with mostly-zero 2-D tensors (E' rows never touched) stored as (row index, rows)."""
-    out = {"param_groups": state["param_groups"], "state": {}}
-    for k, st in state["state"].items():
-        new = {}
-        for name, v in st.items():
-            if torch.is_tensor(v) and v.dim() == 2:
-                rows = (v != 0).any(1).nonzero()[:, 0]
-                if rows.numel() < v.shape[0] // 2:
-                    new[name + "@rows"] = rows
-                    new[name + "@values"] = v[rows].clone()
-                    new[name + "@shape"] = torch.tensor(list(v.shape))
-                    continue
-            new[name] = v
-        out["state"][k] = new
-    return out
-
-
-def _expand_state(state: dict) -> dict:
-    out = {"param_groups": state["param_groups"], "state": {}}
-    for k, st in state["state"].items():
-        new = {}
-        for name, v in st.items():
-            if name.endswith("@rows"):
-                base = name[:-5]
-                full = torch.zeros(tuple(st[base + "@shape"].tolist()), dtype=st[base + "@values"].dtype)
-                full[v] = st[base + "@values"]
-                new[base] = full
-            elif "@" not in name:
-                new[name] = v
-        out["state"][k] = new
-    return out
-
-
-def train(lm, tokenizer, train_examples, dev_examples, output_dir, config: TrainConfig, resume: bool = False,
-          base_model: str = "", log=None) -> dict:
-    """Train (or resume) a Q-PEFT module; returns the summary written to ``train_summary.json``."""
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    t = Trainer(lm, tokenizer, train_examples, dev_examples, output_dir, config, base_model, log)
-    t.setup(resume)
-    return t.run()
+    finally:
+        lock.release()

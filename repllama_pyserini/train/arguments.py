@@ -23,7 +23,8 @@ from typing import List, Optional
 
 import transformers
 
-from ..io import InputError
+from ..cli import InputError
+from ..templates import PAIR_FORMATS
 
 PAPER_BASE_MODEL = "meta-llama/Llama-2-7b-hf"
 LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj"
@@ -122,17 +123,25 @@ class DataArguments:
 
 @dataclass
 class RerankerDataArguments(DataArguments):
-    """RankLLaMA: ``query: {q}`` / ``document: {title} {text}`` pairs, at most ``rerank_max_len`` tokens, scored at
-    the last token without an appended EOS (as :mod:`repllama_pyserini.rerank` and the released model cards)."""
+    """RankLLaMA pairs, at most ``rerank_max_len`` tokens, scored at the last token. ``--pair_format tevatron``
+    (default) builds Tevatron's one string ``"{query_prefix} {query} {passage_prefix} {title} {text}"`` and appends the
+    EOS with ``--append_eos_token``, exactly as Tevatron's reranker; ``rankllama`` builds the released model cards'
+    pair. The trained model's preset records the format, so ``repllama_pyserini.rerank`` scores the same inputs."""
     passage_prefix: str = field(default="document: ", metadata={"help": "prepended to every document"})
     rerank_max_len: int = field(default=256, metadata={"help": "tokens of a (query, document) pair"})
+    pair_format: str = field(default="tevatron", metadata={
+        "help": f"how a pair becomes tokens: {' or '.join(PAIR_FORMATS)} (see repllama_pyserini.templates)"})
     append_eos_token: bool = field(default=False, metadata={
-        "help": "ignored: RankLLaMA inference (repllama_pyserini.rerank) scores pairs without an appended EOS"})
+        "help": "tevatron pairs: append the EOS id after truncation (Tevatron's RankLLaMA recipe passes it)"})
 
     def __post_init__(self):
         super().__post_init__()
         if self.rerank_max_len < 4:
             raise InputError(f"--rerank_max_len must be >= 4, got {self.rerank_max_len}")
+        if self.pair_format not in PAIR_FORMATS:
+            raise InputError(f"--pair_format must be one of {list(PAIR_FORMATS)}, got {self.pair_format!r}")
+        if self.pair_format == "rankllama" and self.append_eos_token:
+            raise InputError("--pair_format rankllama has no EOS (the model-card pair): drop --append_eos_token")
 
 
 @dataclass

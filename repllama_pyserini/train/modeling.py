@@ -3,7 +3,7 @@
 
 Bi-encoder (:class:`DenseModel`): the embedding of a text is the final hidden state of its last attended token
 (the appended EOS; ``pooling='mean'``: the masked mean), L2-normalised, exactly as
-:class:`repllama_pyserini.encoder.RepLLaMAEncoder` computes it at inference (position ids from the attention
+:class:`repllama_pyserini.dense.RepLLaMAEncoder` computes it at inference (position ids from the attention
 mask, float32 pooling). Loss: InfoNCE, ``cross_entropy(q @ p.T / temperature)`` where query ``j``'s target is its
 own positive (passage ``j * group_size``) and every other passage of the batch (its hard negatives, the other
 queries' positives and negatives) is a negative.
@@ -20,7 +20,6 @@ Cross-encoder (:class:`RerankerModel`): one logit per (query, document) pair, re
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -31,27 +30,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import InputError
+from ..cli import InputError
+from ..templates import last_token_index, pool, position_ids
 
 logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ functions
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position of the last attended token of each row (right or left padding)."""
-    width = attention_mask.shape[1]
-    return width - 1 - attention_mask.flip(-1).argmax(-1)
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "eos") -> torch.Tensor:
-    """``eos`` / ``last``: hidden state at the last attended token; ``mean``: masked mean. Returns float32."""
-    if pooling == "mean":
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return ((hidden * m).sum(1) / m.sum(1).clamp(min=1)).float()
-    idx = last_token_index(attention_mask).to(hidden.device)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx].float()
-
-
 def contrastive_scores(q: torch.Tensor, p: torch.Tensor, temperature: float) -> torch.Tensor:
     return q @ p.T / temperature
 
@@ -211,8 +196,7 @@ class DenseModel(_Trainable):
         if batch is None:
             return None
         mask = batch["attention_mask"]
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = self.hf(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids,
+        hidden = self.hf(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids(mask),
                          use_cache=False).last_hidden_state
         reps = pool(hidden, mask, self.pooling)
         return F.normalize(reps, p=2, dim=-1) if self.normalize else reps
@@ -263,8 +247,7 @@ class RerankerModel(_Trainable):
         base = self.base_hf()
         backbone = getattr(base, base.base_model_prefix)
         mask = batch["attention_mask"]
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = backbone(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids,
+        hidden = backbone(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids(mask),
                           use_cache=False).last_hidden_state
         idx = last_token_index(mask).to(hidden.device)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
@@ -280,8 +263,3 @@ def trainable_parameter_report(model: nn.Module) -> str:
     total = sum(p.numel() for p in model.parameters())
     train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return f"trainable parameters: {train:,} of {total:,} ({100 * train / max(total, 1):.3f}%)"
-
-
-def write_json(path: str, obj) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)

@@ -25,7 +25,6 @@ none found in the corpus) is skipped and counted; ``--strict`` makes it an error
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import logging
@@ -36,7 +35,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..io import InputError, Qrels, Run, atomic_write, read_qrels, read_run, read_topics, run_cli, sorted_hits
+from ..cli import InputError, run_cli
+from ..formats import Qrels, Run, load_docs, read_qrels, read_run, read_topics, sorted_hits
+from ..formats.files import write_lines
+from ..formats.tevatron import read_groups
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +51,12 @@ class MiningStats:
     skipped_positive_not_in_corpus: List[str] = field(default_factory=list)
     fewer_negatives: int = 0
     negatives: int = 0
+    negatives_not_in_corpus: int = 0
 
     def summary(self) -> str:
         s = f"{self.written} of {self.queries} queries written, {self.negatives} negatives"
+        if self.negatives_not_in_corpus:
+            s += f"; {self.negatives_not_in_corpus} candidates of the runs are absent from the corpus (dropped)"
         if self.fewer_negatives:
             s += f"; {self.fewer_negatives} queries got fewer negatives than asked (small candidate pool)"
         if self.skipped_no_positive:
@@ -84,24 +89,16 @@ def sample_negatives(pool: Sequence[str], n: int, seed: int, qid: str) -> List[s
 
 
 def default_index_dir(corpus: str, fields: str) -> str:
-    from ..data import cache_dir
+    from ..formats.collections import cache_dir
     key = hashlib.sha1(os.path.abspath(corpus).encode()).hexdigest()[:10]
     name = os.path.basename(os.path.normpath(corpus)).split(".")[0] or "corpus"
     return os.path.join(cache_dir(), "indexes", f"{name}-{key}.{fields}")
 
 
 def _tevatron_queries(path: str) -> Tuple[Dict[str, str], Dict[str, List[dict]]]:
-    from .data import _numbered
-    topics, positives = {}, {}
-    for lineno, obj in _numbered(path):
-        if not isinstance(obj, dict) or "query" not in obj:
-            raise InputError(f"{path}:{lineno}: expected a Tevatron record with 'query_id' and 'query'")
-        qid = str(obj.get("query_id", lineno))
-        topics[qid] = str(obj["query"])
-        positives[qid] = [p for p in obj.get("positive_passages") or [] if isinstance(p, dict)]
-    if not topics:
-        raise InputError(f"no records in {path}")
-    return topics, positives
+    groups = read_groups(path, require_positive=False)
+    return ({g.query_id: g.query for g in groups},
+            {g.query_id: [{"docid": p.docid, "title": p.title, "text": p.text} for p in g.positives] for g in groups})
 
 
 def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrels: Optional[Qrels] = None,
@@ -110,7 +107,6 @@ def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrel
          num_negatives: int = 30, seed: int = 42, min_relevance: int = 1, strict: bool = False,
          threads: int = 2) -> MiningStats:
     """Mine negatives and write Tevatron JSONL to ``output``; returns counts (see the module docstring)."""
-    from ..corpus_lookup import load_docs
     if depth < 1 or num_negatives < 1:
         raise InputError("--depth and --num-negatives must be >= 1")
     if not bm25 and not runs:
@@ -172,6 +168,7 @@ def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrel
                 continue
             pos = [passage(d) for d in found]
         negs = [passage(d) for d in pools[qid] if d in docs]
+        stats.negatives_not_in_corpus += len(pools[qid]) - len(negs)
         stats.fewer_negatives += len(negs) < num_negatives
         stats.negatives += len(negs)
         lines.append(json.dumps({"query_id": qid, "query": query, "positive_passages": pos,
@@ -181,27 +178,14 @@ def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrel
         raise InputError(f"--strict: {stats.summary()}")
     if not lines:
         raise InputError(f"no training record written: {stats.summary()}")
-    write_jsonl_lines(output, lines)
+    write_lines(output, lines)
     return stats
-
-
-def write_jsonl_lines(path: str, lines: Iterable[str]) -> None:
-    """Atomically; gzip (with a fixed header, so equal content gives equal bytes) when ``path`` ends in .gz."""
-    if path.endswith(".gz"):
-        with atomic_write(path, "wb", encoding=None) as raw:
-            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
-                for line in lines:
-                    gz.write((line + "\n").encode("utf-8"))
-    else:
-        with atomic_write(path) as f:
-            for line in lines:
-                f.write(line + "\n")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m repllama_pyserini.train.negatives", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", required=True, help="BEIR folder, JSONL(.gz), JsonCollection folder or TSV")
+    ap.add_argument("--corpus", required=True, help="any corpus layout (BEIR folder, JSONL, JsonCollection, MS MARCO TSV; .gz)")
     ap.add_argument("--topics", help="qid<TAB>query (.tsv/.txt[.gz]) or queries.jsonl")
     ap.add_argument("--qrels", help="TREC qrels of the training queries")
     ap.add_argument("--input", help="Tevatron JSONL with queries and positives (negatives empty)")

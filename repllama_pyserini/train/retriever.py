@@ -19,12 +19,11 @@ the same command runs in fp32 (``torchrun`` uses gloo). ``--resume_from_checkpoi
 run. The training data is Tevatron JSONL (:mod:`.data`); :mod:`.negatives` mines it with Pyserini BM25.
 
 The output directory holds a peft LoRA adapter whose ``adapter_config.json`` names its base, the tokenizer, and
-``repllama_preset.yaml`` (the exact input settings): ``RepLLaMAEncoder(output_dir)`` /
-``--encoder output_dir/repllama_preset.yaml`` / ``models.load_model(output_dir)`` load it.
+``preset.yaml`` (the exact input settings): ``--encoder output_dir`` (or its ``preset.yaml``) loads it everywhere.
 """
 from __future__ import annotations
 
-from ..io import run_cli
+from ..cli import run_cli
 from .trainer import run
 
 

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import glob
 import logging
-import math
 import os
 import sys
-import time
 from typing import Callable, List, Optional
 
 import torch
 from transformers import Trainer, TrainerCallback
 
-from ..io import InputError
+from ..cli import InputError
+from ..presets import DIR_PRESET, write_preset
+from .callbacks import EpochCallback, TimeLimitCallback
 
 logger = logging.getLogger("repllama_pyserini.train")
-ENCODER_PRESET = "repllama_preset.yaml"
-RERANKER_PRESET = "rankllama_preset.yaml"
 
 
 class ContrastiveTrainer(Trainer):
@@ -66,34 +64,6 @@ class ContrastiveTrainer(Trainer):
         inner.load_trained(resume_from_checkpoint)
 
 
-class EpochCallback(TrainerCallback):
-    """Tells the dataset which epoch starts (its negatives are drawn per epoch), also after a resume."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.dataset.set_epoch(int(math.floor((state.epoch or 0) + 1e-6)))
-
-
-class TimeLimitCallback(TrainerCallback):
-    """Stops training (and saves) once ``minutes`` of training have passed: a bounded-time run."""
-
-    def __init__(self, minutes: float):
-        self.seconds = minutes * 60
-        self.start = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.time()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.start is not None and time.time() - self.start >= self.seconds:
-            logger.warning("time limit of %.1f min reached at step %d: stopping", self.seconds / 60, state.global_step)
-            control.should_training_stop = True
-            control.should_save = True
-        return control
-
-
 def setup_logging(training_args) -> None:
     import transformers
     level = logging.INFO if training_args.should_log else logging.WARNING
@@ -125,14 +95,6 @@ def resolve_resume(training_args) -> Optional[str]:
     return None
 
 
-def write_preset(path: str, preset: dict) -> None:
-    import yaml
-    from ..io import atomic_write
-    with atomic_write(path) as f:
-        f.write("# written by repllama_pyserini.train: the settings this model was trained with\n")
-        yaml.safe_dump(preset, f, sort_keys=False, allow_unicode=True)
-
-
 def run(kind: str, argv=None, callbacks: Optional[List[TrainerCallback]] = None) -> ContrastiveTrainer:
     """Parse Tevatron-style arguments and train; ``kind`` is 'retriever' or 'reranker'. Returns the Trainer."""
     from transformers import set_seed
@@ -149,9 +111,6 @@ def run(kind: str, argv=None, callbacks: Optional[List[TrainerCallback]] = None)
     if getattr(training_args, "use_cpu", False) and (training_args.bf16 or training_args.fp16):
         logger.warning("--bf16/--fp16 on a CPU: mixed precision is emulated there and slow; --bf16 False trains "
                        "in fp32")
-    if kind == "reranker" and data_args.append_eos_token:
-        logger.warning("--append_eos_token is ignored for the reranker: RankLLaMA inference "
-                       "(repllama_pyserini.rerank) scores pairs without an appended EOS")
     if kind == "retriever" and model_args.pooling in ("eos", "last") and not data_args.append_eos_token:
         logger.warning("pooling %r without --append_eos_token reads the last text token", model_args.pooling)
 
@@ -168,26 +127,7 @@ def run(kind: str, argv=None, callbacks: Optional[List[TrainerCallback]] = None)
     logger.info(trainable_parameter_report(model))
 
     def preset_writer(output_dir: str) -> None:
-        name = os.path.basename(os.path.normpath(output_dir))
-        common = dict(model=os.path.abspath(output_dir), base_model=_abs_if_dir(model_args.model_name_or_path),
-                      tokenizer=os.path.abspath(output_dir), query_prefix=data_args.query_prefix,
-                      passage_prefix=data_args.passage_prefix, passage_fields=["title", "text"],
-                      padding_side="right")
-        if not model_args.lora:
-            common.pop("base_model")
-        hidden = getattr(model.base_hf().config, "hidden_size", None)
-        if kind == "reranker":
-            preset = dict(name=f"rankllama-{name}", description="RankLLaMA-style reranker trained with "
-                          "repllama_pyserini.train.reranker", **common, query_max_length=data_args.query_max_len,
-                          passage_max_length=data_args.rerank_max_len, pooling="last", normalize=False,
-                          append_eos=False, kind="reranker")
-            write_preset(os.path.join(output_dir, RERANKER_PRESET), preset)
-        else:
-            preset = dict(name=name, description="RepLLaMA-style retriever trained with "
-                          "repllama_pyserini.train.retriever", **common, query_max_length=data_args.query_max_len,
-                          passage_max_length=data_args.passage_max_len, pooling=model_args.pooling,
-                          normalize=model_args.normalize, append_eos=data_args.append_eos_token, dimension=hidden, kind="encoder")
-            write_preset(os.path.join(output_dir, ENCODER_PRESET), preset)
+        write_trained_preset(output_dir, kind, model_args, data_args, model)
 
     cbs = [EpochCallback(dataset)] + list(callbacks or [])
     if training_args.max_train_minutes:
@@ -199,6 +139,29 @@ def run(kind: str, argv=None, callbacks: Optional[List[TrainerCallback]] = None)
     if trainer.is_world_process_zero():
         logger.info("saved %s to %s", "LoRA adapter" if model_args.lora else "model", training_args.output_dir)
     return trainer
+
+
+def write_trained_preset(output_dir: str, kind: str, model_args, data_args, model) -> str:
+    """``OUTPUT/preset.yaml``: the input settings the model was trained with (the pair format of a reranker
+    included), so every inference command reads the same inputs from ``--encoder/--model OUTPUT``."""
+    common = dict(name=os.path.basename(os.path.normpath(output_dir)), model=os.path.abspath(output_dir),
+                  base_model=_abs_if_dir(model_args.model_name_or_path) if model_args.lora else None,
+                  tokenizer=os.path.abspath(output_dir), query_prefix=data_args.query_prefix, padding_side="right")
+    common = {k: v for k, v in common.items() if v is not None}
+    if kind == "reranker":
+        preset = dict(kind="reranker", description="RankLLaMA-style reranker trained with repllama_pyserini.train."
+                      "reranker", **common, document_prefix=data_args.passage_prefix, document_fields=["title", "text"],
+                      max_length=data_args.rerank_max_len, pair_format=data_args.pair_format,
+                      append_eos=data_args.append_eos_token)
+    else:
+        preset = dict(kind="encoder", description="RepLLaMA-style retriever trained with repllama_pyserini.train."
+                      "retriever", **common, passage_prefix=data_args.passage_prefix, passage_fields=["title", "text"],
+                      query_max_length=data_args.query_max_len, passage_max_length=data_args.passage_max_len,
+                      pooling=model_args.pooling, normalize=model_args.normalize, append_eos=data_args.append_eos_token,
+                      dimension=getattr(model.base_hf().config, "hidden_size", None))
+    path = os.path.join(output_dir, DIR_PRESET)
+    write_preset(path, preset, "written by repllama_pyserini.train: the settings this model was trained with")
+    return path
 
 
 def _abs_if_dir(path: str) -> str:

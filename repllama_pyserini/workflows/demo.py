@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from .data import REPO_ROOT, data_dir, topics_and_qrels
-from .io import run_cli
+from ..cli import run_cli
+from ..formats.collections import REPO_ROOT, collection_files, data_dir
 from .pipeline import main as pipeline
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m repllama_pyserini.demo", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m repllama_pyserini.workflows.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="scifact", help="BEIR name (under --data) or a BEIR folder")
     p.add_argument("--data", default=None)
@@ -31,10 +31,11 @@ def main(argv=None) -> None:
     pipeline(["--dataset", args.dataset, "--data", data, "--first-stage", *stages, "--work",
               os.path.join(args.work, name)] + (["--encoder", args.encoder] if args.encoder else []) + extra)
     if args.dataset == "scifact" or os.path.isdir(os.path.join(data, "pyserini-2cr")):
-        from .twocr import beir_scores
+        from ..cli import InputError
+        from ..formats.collections import twocr_beir_scores
         try:
-            print(f"Pyserini 2CR bm25-flat (published): {beir_scores('bm25-flat', name, data)}")
-        except Exception:
+            print(f"Pyserini 2CR bm25-flat (published): {twocr_beir_scores('bm25-flat', name, data)}")
+        except InputError:
             pass
     cands = os.path.join(data, "msmarco-passage", "rank_llm_candidates")
     for dl, topics_name in (("dl19", "dl19-passage"), ("dl20", "dl20-passage")):
@@ -42,7 +43,7 @@ def main(argv=None) -> None:
         rep = os.path.join(cands, f"retrieve_results_REP_LLAMA_{dl}.json.gz")
         if not (os.path.isfile(bm25) and os.path.isfile(rep)):
             continue
-        topics, qrels = topics_and_qrels(topics_name, data)
+        topics, qrels, _ = collection_files(topics_name, data)
         dl_extra = []
         if args.reranker:
             collection = os.path.join(data, "msmarco-passage", "collection.dl19-dl20-candidates.tsv.gz")

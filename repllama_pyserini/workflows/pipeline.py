@@ -1,11 +1,11 @@
 """Multi-stage retrieval in one command: first stage (BM25, RepLLaMA, hybrid) -> RankLLaMA rerank -> evaluation.
 
     # a BEIR dataset (name found under --data, or a BEIR folder path)
-    python -m repllama_pyserini.pipeline --dataset scifact --first-stage bm25 dense hybrid \\
+    python -m repllama_pyserini.workflows.pipeline --dataset scifact --first-stage bm25 dense hybrid \\
         --encoder castorini/repllama-v1-7b-lora-passage-beir --reranker castorini/rankllama-v1-7b-lora-passage
 
     # any collection: corpus + topics + qrels, plus existing runs (TREC files or rank_llm candidate JSON)
-    python -m repllama_pyserini.pipeline --name dl19 --topics topics.dl19-passage.txt --qrels qrels.dl19-passage.txt \\
+    python -m repllama_pyserini.workflows.pipeline --name dl19 --topics topics.dl19-passage.txt --qrels qrels.dl19-passage.txt \\
         --run bm25=trec_results_BM25_dl19.txt --run repllama-7b=retrieve_results_REP_LLAMA_dl19.json.gz \\
         --fuse bm25 repllama-7b
 
@@ -22,12 +22,14 @@ import os
 import sys
 from typing import Dict, List, Optional
 
-from .bm25 import INDEX_DONE
-from .io import InputError, atomic_write, read_qrels, read_topics, run_cli
+from ..bm25 import INDEX_DONE
+from ..cli import InputError, run_cli
+from ..dense.index import METADATA as DENSE_DONE
+from ..formats import candidates_to_trec, is_candidates, read_qrels, read_topics
+from ..formats.files import atomic_write, write_json
 from .stages import Step, run_steps
 
 FIRST_STAGES = ("bm25", "dense", "hybrid")
-DENSE_DONE = "repllama-index.json"
 
 
 def _py(module: str, *args: str) -> List[str]:
@@ -47,12 +49,11 @@ def _as_trec(name: str, path: str, work: str) -> str:
     """Existing runs enter as TREC files; rank_llm candidate JSON is converted once."""
     if not os.path.isfile(path):
         raise InputError(f"run {name}: file not found: {path}")
-    if not path.endswith((".json", ".json.gz")):
+    if not is_candidates(path):
         return path
-    from .corpus_lookup import write_candidates_as_trec
     out = os.path.join(work, f"run.{name}.trec")
     if not os.path.isfile(out):
-        write_candidates_as_trec(path, out, tag=name)
+        candidates_to_trec(path, out, tag=name)
     return out
 
 
@@ -77,7 +78,7 @@ def build_steps(args, topics_file: str, corpus: Optional[str], runs: Dict[str, s
         index = os.path.join(w, "index.faiss")
         enc = ["--encoder", args.encoder] + (["--max-docs", args.max_docs] if args.max_docs else []) + \
             (["--max-length", args.passage_max_length] if args.passage_max_length else [])
-        steps.append(Step("dense-index", _py("repllama_pyserini.encode", "--corpus", corpus, "--output", index,
+        steps.append(Step("dense-index", _py("repllama_pyserini.dense", "encode", "--corpus", corpus, "--output", index,
                                              "--batch-size", args.batch_size, *enc), index, DENSE_DONE))
         runs["dense"] = os.path.join(w, "run.dense.trec")
         steps.append(Step("dense", _py("pyserini.search.faiss", "--encoder-class", "repllama", "--encoder",
@@ -103,7 +104,8 @@ def build_steps(args, topics_file: str, corpus: Optional[str], runs: Dict[str, s
             raise InputError("--reranker needs the documents' text: --dataset or --corpus")
         runs["rerank"] = os.path.join(w, f"run.rerank.{source}.trec")
         extra = ["--depth", args.depth] if args.depth else []
-        extra += ["--batch-size", args.batch_size] + (["--max-length", args.max_length] if args.max_length else [])
+        extra += ["--batch-size", args.batch_size] + (["--max-length", args.rerank_max_length]
+                                                      if args.rerank_max_length else [])
         steps.append(Step("rerank", _py("repllama_pyserini.rerank", "--model", args.reranker, "--run", runs[source],
                                         "--topics", topics_file, "--corpus", corpus, "--output", runs["rerank"],
                                         *extra), runs["rerank"]))
@@ -111,7 +113,7 @@ def build_steps(args, topics_file: str, corpus: Optional[str], runs: Dict[str, s
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m repllama_pyserini.pipeline", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m repllama_pyserini.workflows.pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("collection: --dataset, or --corpus/--topics/--qrels")
     src.add_argument("--dataset", help="a BEIR dataset name (under --data) or a BEIR folder")
@@ -132,7 +134,7 @@ def main(argv=None) -> None:
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--hits", type=int, default=1000)
     p.add_argument("--depth", type=int, default=None, help="rerank depth (default: the reranker preset's)")
-    p.add_argument("--max-length", type=int, default=None,
+    p.add_argument("--rerank-max-length", type=int, default=None,
                    help="reranker: max tokens of a query-document pair (default: the reranker preset's)")
     p.add_argument("--passage-max-length", type=int, default=None,
                    help="dense encoder: max passage tokens (default: the encoder preset's; 156 for a model without "
@@ -142,21 +144,21 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--remove-query", action=argparse.BooleanOptionalAction, default=None,
                    help="drop hits whose docid is the query id (default: on for BEIR, as Pyserini's 2CR)")
-    p.add_argument("--preset", default=None, help="evaluation preset (default: inferred from the qrels)")
+    p.add_argument("--conventions", default=None, help="evaluation conventions (default: inferred from the qrels)")
     p.add_argument("--work", default=None, help="outputs (default: ./runs/pipeline/NAME, under the current directory)")
     p.add_argument("--json", default=None, help="also write the metrics table as JSON")
     p.add_argument("--dry-run", action="store_true")
     args = p.parse_args(argv)
 
-    from .data import beir_dataset
-    from .eval import evaluate, format_table, infer_preset
+    from ..eval import evaluate, format_table
+    from ..formats import beir_dataset, conventions_of_qrels
     corpus, topics_path, qrels_path = args.corpus, args.topics, args.qrels
-    preset = args.preset
+    conv = args.conventions
     if args.dataset:
         ds = beir_dataset(args.dataset, args.data)
         corpus, topics_path, qrels_path = corpus or ds.corpus, topics_path or ds.topics_path, qrels_path or ds.qrels
         name = args.name or ds.name
-        preset = preset or "beir"
+        conv = conv or "beir"
         topics = ds.topics() if not args.topics else read_topics(args.topics)
         args.remove_query = True if args.remove_query is None else args.remove_query
         args.first_stage = ["bm25"] if args.first_stage is None else args.first_stage
@@ -184,13 +186,12 @@ def main(argv=None) -> None:
     run_steps(steps, name, dry_run=args.dry_run)
     if args.dry_run:
         return
-    preset = preset or infer_preset(qrels_path)
-    rows = {rname: evaluate(path, qrels, preset=preset) for rname, path in runs.items()}
-    print(f"\n{name}: {len(topics)} judged topics, preset {preset or '(default metrics)'}")
+    conv = conv or conventions_of_qrels(qrels_path)
+    rows = {rname: evaluate(path, qrels, conventions=conv) for rname, path in runs.items()}
+    print(f"\n{name}: {len(topics)} judged topics, conventions {conv or '(default metrics)'}")
     print(format_table(rows))
     if args.json:
-        with atomic_write(args.json) as f:
-            json.dump({"collection": name, "preset": preset, "runs": runs, "metrics": rows}, f, indent=1)
+        write_json(args.json, {"collection": name, "conventions": conv, "runs": runs, "metrics": rows})
 
 
 if __name__ == "__main__":

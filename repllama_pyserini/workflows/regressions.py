@@ -1,9 +1,9 @@
 """Regressions, Anserini style: one YAML per regression in ``docs/regressions/``, a checker that runs it.
 
-    python -m repllama_pyserini.regressions --regression beir-v1.0.0-scifact.bm25-flat
-    python -m repllama_pyserini.regressions --all --only-cpu [--skip-slow]
-    python -m repllama_pyserini.regressions --regression NAME --dry-run      # print the exact commands
-    python -m repllama_pyserini.regressions --all --generate-docs-only       # regenerate docs/regressions/*.md
+    python -m repllama_pyserini.workflows.regressions --regression beir-v1.0.0-scifact.bm25-flat
+    python -m repllama_pyserini.workflows.regressions --all --only-cpu [--skip-slow]
+    python -m repllama_pyserini.workflows.regressions --regression NAME --dry-run      # print the exact commands
+    python -m repllama_pyserini.workflows.regressions --all --generate-docs-only       # regenerate docs/regressions/*.md
 
 Each YAML fully specifies a pipeline (see ``docs/regressions/README.md`` for the schema): the stages are the
 toolkit's own commands with ``${...}`` variables (``${data}``, ``${work}``, ``${python}``, ``${stage.NAME}`` = a
@@ -26,8 +26,11 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from .data import REPO_ROOT, data_dir
-from .io import InputError, atomic_write, read_qrels, read_run, run_cli
+from ..cli import InputError, run_cli
+from ..formats import data_dir, read_qrels, read_run
+from ..formats.collections import REPO_ROOT
+from ..formats.files import atomic_write, write_json
+from .regression_docs import write_doc, write_index
 from .stages import Step, run_steps
 
 REGRESSION_DIR = os.path.join(REPO_ROOT, "docs", "regressions")
@@ -209,44 +212,14 @@ def status(got: float, metric: Metric) -> str:
     return f"{verdict} (unverified)" if metric.unverified and verdict != "OK" else verdict
 
 
-def trec_eval_metric(options: str):
-    """``'-c -l 2 -M 100 -m recall.1000'`` -> an :class:`repllama_pyserini.eval.Metric` (``-c`` semantics always)."""
-    from .eval import Metric as EvalMetric
-    from .eval import default_name
-    toks, rel_level, max_docs, measure = shlex.split(options), None, None, None
-    i = 0
-    while i < len(toks):
-        t = toks[i]
-        if t == "-c":
-            i += 1
-        elif t in ("-l", "-M", "-m") and i + 1 < len(toks):
-            if t == "-l":
-                rel_level = int(toks[i + 1])
-            elif t == "-M":
-                max_docs = int(toks[i + 1])
-            else:
-                measure = toks[i + 1]
-            i += 2
-        else:
-            raise InputError(f"unsupported trec_eval option {t!r} in {options!r} (use -c, -l N, -M N, -m measure[.k])")
-    if "-c" not in toks:
-        raise InputError(f"trec_eval options {options!r} must include -c (queries without results count as zero)")
-    if measure is None:
-        raise InputError(f"trec_eval options {options!r} name no measure (-m)")
-    name, _, k = measure.partition(".")
-    m = EvalMetric(name, int(k) if k else None, rel_level, max_docs)
-    return EvalMetric(m.measure, m.cutoff, m.rel_level, m.max_docs, default_name(m))
-
-
 def evaluate_regression(reg: Regression, ctx: Context) -> List[dict]:
-    from .eval import evaluate
+    from ..eval import evaluate
     qrels = read_qrels(ctx.values["qrels"])
     rows = []
     for ev in reg.evaluations:
         run = read_run(ctx.sub(ev.run))
-        judged = {q: j for q, j in qrels.items() if q in run} if ev.only_run_queries else qrels
         for m in ev.metrics:
-            got = evaluate(run, judged, metrics=[trec_eval_metric(m.trec_eval)])
+            got = evaluate(run, qrels, metrics=[m.trec_eval], only_run_queries=ev.only_run_queries)
             got = next(iter(got.values()))
             rows.append({"evaluation": ev.label, "metric": m.name, "trec_eval": m.trec_eval, "expected": m.expected,
                          "got": round(got, 4), "status": status(got, m), "source": m.source})
@@ -259,93 +232,6 @@ def format_rows(reg: Regression, rows: List[dict]) -> str:
         exp = "-" if r["expected"] is None else f"{r['expected']:.4f}"
         out.append(f"{r['evaluation'][:34]:<34} {r['metric']:<9} {exp:>8} {r['got']:>8.4f}  {r['status']}")
     return "\n".join(out)
-
-
-def generate_doc(reg: Regression, ctx: Context) -> str:
-    """The markdown page for one regression (generated from its YAML, like Anserini's regression docs)."""
-    lines = [f"# Regression: {reg.name}", "", "_Generated from "
-             f"`docs/regressions/{os.path.basename(reg.path)}` by `python -m repllama_pyserini.regressions "
-             "--generate-docs-only`; do not edit by hand._", "", reg.description.strip(), "",
-             f"- collection: `{reg.collection}`", f"- topics: `{reg.topics}`", f"- qrels: `{reg.qrels}`",
-             f"- runs on CPU in CI: {'yes' if reg.cpu and not reg.slow else 'no'}"
-             + (f" (requires: {', '.join(reg.requires)})" if reg.requires else "")]
-    if reg.models:
-        lines.append("- models: " + ", ".join(f"{k}: `{v}`" for k, v in reg.models.items()))
-    for k in ("first_stage", "rerank_depth", "index"):
-        if k in reg.raw:
-            lines.append(f"- {k.replace('_', ' ')}: `{reg.raw[k]}`")
-    lines += ["", "## Commands", ""]
-    if reg.stages:
-        lines.append("```bash")
-        for stage in reg.stages:
-            lines += [f"# {stage.name}", stage.command.strip()]
-        lines.append("```")
-    else:
-        lines.append("None: this regression evaluates a published run.")
-    lines += ["", "## Expected scores", "",
-              "| run | metric | trec_eval | expected | tolerance | source |", "|---|---|---|---|---|---|"]
-    for ev in reg.evaluations:
-        for m in ev.metrics:
-            exp = "unverified" if m.expected is None else f"{m.expected:.4f}" + (" (unverified)" if m.unverified else "")
-            tol = f"{m.tolerance:g}" + (f" ({m.tolerance_reason})" if m.tolerance_reason else "")
-            label = ev.label + (" (the run's queries only)" if ev.only_run_queries else "")
-            lines.append(f"| {label} | {m.name} | `{m.trec_eval}` | {exp} | {tol} | {m.source} |")
-    lines += ["", "Check it: `python -m repllama_pyserini.regressions --regression " + reg.name + "`", ""]
-    return "\n".join(lines)
-
-
-def write_doc(reg: Regression, ctx: Context) -> str:
-    path = os.path.splitext(reg.path)[0] + ".md"
-    with atomic_write(path) as f:
-        f.write(generate_doc(reg, ctx))
-    return path
-
-
-INDEX_HEADER = """# Regressions
-
-_Generated by `python -m repllama_pyserini.regressions --all --generate-docs-only` from the YAML files in this
-folder; do not edit by hand._ One YAML per regression, as in Anserini; each has a generated page.
-
-    python -m repllama_pyserini.regressions --regression NAME            # run it and check the scores
-    python -m repllama_pyserini.regressions --all --only-cpu --skip-slow  # what CI runs
-    python -m repllama_pyserini.regressions --regression NAME --dry-run  # the exact commands
-
-## Schema
-
-| key | meaning |
-|---|---|
-| `name`, `description`, `collection` | identity; the description says where the expected numbers come from |
-| `cpu`, `slow` | `cpu: true` runs without a GPU; CI runs `cpu: true` and `slow: false` regressions |
-| `requires` | any of `gpu`, `hub` (released checkpoints), `msmarco-passage-collection` (`$MSMARCO_PASSAGE_CORPUS`), `msmarco-doc-collection` (`$MSMARCO_DOC_CORPUS`), `beir-corpora` (`$BEIR_ROOT`) |
-| `models`, `first_stage`, `rerank_depth`, `index` | informational, shown on the page |
-| `topics`, `qrels` | TREC / TSV topics and TREC qrels |
-| `variables` | extra `${name}` values |
-| `stages[]` | `name`, `command` (a toolkit or Pyserini command line), `output` (file, or folder with `complete_marker`); a complete output is not rebuilt, so a rerun resumes |
-| `evaluations[]` | `label`, `run`, optional `queries: run` (score only the run's queries; default `all` judged queries), `metrics[]`: `name`, `trec_eval` options, `expected`, `source`, optional `tolerance` (+ `tolerance_reason`), `unverified` |
-
-Variables in commands and paths: `${data}` (`--data`, `$REPLLAMA_PYSERINI_DATA` or `../shared/ir-data`), `${work}`
-(this regression's output folder), `${shared}` (outputs shared by regressions, e.g. one corpus index), `${python}`,
-`${topics}`, `${qrels}`, `${stage.NAME}` (a stage's output) and `${env:VAR}`. Scores are compared at 4 decimals:
-equal is OK, within the tolerance (default 0.0005) OKish, otherwise FAIL.
-
-## Index
-
-| regression | collection | runs in CI | expected |
-|---|---|---|---|
-"""
-
-
-def generate_index(regs: List[Regression]) -> str:
-    """``docs/regressions/README.md``: the schema and one line per regression."""
-    lines = [INDEX_HEADER.rstrip("\n")]
-    for reg in regs:
-        first = next((m for ev in reg.evaluations for m in ev.metrics), None)
-        exp = "" if first is None else f"{first.name} " + ("unverified" if first.expected is None
-                                                            else f"{first.expected:.4f}")
-        where = "yes" if reg.cpu and not reg.slow else ("no (slow, CPU)" if reg.cpu else "no (GPU)")
-        page = os.path.splitext(os.path.basename(reg.path))[0] + ".md"
-        lines.append(f"| [{reg.name}]({page}) | {reg.collection} | {where} | {exp} |")
-    return "\n".join(lines) + "\n"
 
 
 REQUIREMENT_ENV = {"msmarco-passage-collection": "MSMARCO_PASSAGE_CORPUS", "msmarco-doc-collection": "MSMARCO_DOC_CORPUS",
@@ -365,7 +251,7 @@ def _runnable_here(reg: Regression) -> Optional[str]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m repllama_pyserini.regressions", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m repllama_pyserini.workflows.regressions", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--regression", help="a name in docs/regressions/ or a YAML path")
@@ -389,7 +275,7 @@ def main(argv=None) -> None:
     for reg in regs:
         ctx = Context(reg, args.data, args.work, strict=not (args.dry_run or args.generate_docs_only))
         if args.generate_docs_only:
-            print(f"wrote {write_doc(reg, ctx)}")
+            print(f"wrote {write_doc(reg)}")
             continue
         if args.dry_run:
             print(f"# {reg.name}")
@@ -404,16 +290,12 @@ def main(argv=None) -> None:
         run_steps(steps(reg, ctx), reg.name, cwd=REPO_ROOT)
         rows = evaluate_regression(reg, ctx)
         print(format_rows(reg, rows))
-        with atomic_write(os.path.join(ctx.values["work"], "results.json")) as f:
-            json.dump(rows, f, indent=1)
+        write_json(os.path.join(ctx.values["work"], "results.json"), rows)
         bad = [r for r in rows if r["status"] == "FAIL"]  # "FAIL (unverified)" is reported, never failed
         failed += [reg.name] if bad else []
         summary.append((reg.name, "FAIL" if bad else "OK"))
     if args.generate_docs_only and args.all and not (args.only_cpu or args.skip_slow):
-        index = os.path.join(args.directory, "README.md")
-        with atomic_write(index) as f:
-            f.write(generate_index(regs))
-        print(f"wrote {index}")
+        print(f"wrote {write_index(regs, args.directory)}")
     if len(summary) > 1:
         print("\nsummary:")
         for name, s in summary:

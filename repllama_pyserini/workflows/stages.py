@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from .io import InputError, atomic_write
+from ..cli import InputError
+from ..formats.files import atomic_write
 
 # flags (with their value, if any) that change how fast a command runs, not what it writes
-SPEED_FLAGS = {"--batch-size": 1, "--threads": 1, "--max-batch-tokens": 1, "--progress": 0, "--no-progress": 0,
-               "--disable_tqdm": 1, "--logging_steps": 1}
+SPEED_FLAGS = {"--batch-size": 1, "--threads": 1, "--max-batch-tokens": 1, "--no-progress": 0, "--disable_tqdm": 1,
+               "--logging_steps": 1}
 
 
 @dataclass
@@ -81,11 +82,10 @@ class Step:
                       f, indent=1)
 
     def why_stale(self, earlier: List["Step"], rebuilt: set) -> Optional[str]:
-        """Why the complete output may not be reused (None: it may). Outputs without a record (made before records
-        existed) are reused."""
+        """Why the complete output may not be reused (None: it may)."""
         rec = self.recorded()
         if rec is None:
-            return None
+            return "made by an unknown command (no record of it)"
         if rec.get("command") != self.command():
             return "made by another command (" + _diff(rec.get("command") or [], self.command()) + ")"
         for s in self.inputs(earlier):

@@ -13,7 +13,8 @@ Methods:
                  alpha * sparse + dense (``--weight-on-dense``: sparse + alpha * dense), a document missing from
                  one side gets that side's minimum score; ``--normalization`` as in Pyserini's hybrid search.
 
-Runs are TREC files (read by ``pyserini.trectools.TrecRun``) or rank_llm candidate files
+Runs are TREC files (checked line by line by :mod:`repllama_pyserini.formats.runs`, then read by
+``pyserini.trectools.TrecRun``) or rank_llm candidate files
 (``retrieve_results_*.json[.gz]``, converted with their ranks and scores). ``--depth``: results of each input
 run considered per topic; ``--hits``: results written per topic. Ties are broken by docid ascending, as in
 Pyserini's merge (so ranks equal Pyserini's; trec_eval re-sorts ties itself).
@@ -21,52 +22,40 @@ The output keeps full float precision (RRF scores differ in the 7th decimal deep
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import tempfile
 from typing import Optional, Sequence
 
-from .io import InputError, Run, atomic_write, require_file, run_cli
+from ..cli import InputError
+from ..formats.candidates import candidates_to_trec, is_candidates
+from ..formats.files import atomic_write, require_file
+from ..formats.runs import Run, read_run
 
 METHODS = ("rrf", "interpolation", "average", "normalize", "hybrid")
 DEFAULT_ALPHA = {"interpolation": 0.5, "hybrid": 0.1}
 
 
-def _is_candidates(path: str) -> bool:
-    return path.endswith((".json", ".json.gz"))
-
-
 def load_runs(paths: Sequence[str], resort: bool = False) -> list:
-    """``pyserini.trectools.TrecRun`` objects for TREC files or rank_llm candidate JSON files."""
+    """``pyserini.trectools.TrecRun`` objects for TREC files or rank_llm candidate files (each checked first)."""
     from pyserini.trectools import TrecRun
-    from .corpus_lookup import write_candidates_as_trec
     runs = []
     for path in paths:
         require_file(path, "run")
-        if _is_candidates(path):
+        if is_candidates(path):
             with tempfile.TemporaryDirectory() as tmp:
-                trec = write_candidates_as_trec(path, os.path.join(tmp, "run.trec"))
-                runs.append(_read_trec(TrecRun, trec, resort, shown=path))
+                runs.append(_trec_run(TrecRun, candidates_to_trec(path, os.path.join(tmp, "run.trec")), resort))
         else:
-            runs.append(_read_trec(TrecRun, path, resort))
+            read_run(path)  # file:line errors: columns, numbers, duplicates
+            runs.append(_trec_run(TrecRun, path, resort))
     return runs
 
 
-def _read_trec(TrecRun, path: str, resort: bool, shown: Optional[str] = None):
-    shown = shown or path
-    try:
-        run = TrecRun(filepath=path, resort=resort)
-    except Exception as e:  # pandas parse errors
-        raise InputError(f"cannot read TREC run {shown} (expected 'qid Q0 docid rank score tag' lines): "
-                         f"{str(e).splitlines()[0]}") from None
-    df = run.run_data
-    if len(df) == 0:
-        raise InputError(f"empty run: {shown}")
-    if df.isnull().values.any() or df["score"].dtype.kind not in "fiu" or df["rank"].dtype.kind not in "fiu":
-        raise InputError(f"{shown}: expected 'qid Q0 docid rank score tag' on every line")
-    df["topic"] = df["topic"].astype(str)  # '0042' and 42 must not be mixed up across runs
-    df["docid"] = df["docid"].astype(str)
+def _trec_run(TrecRun, path: str, resort: bool):
+    if len(open(path, encoding="utf-8").readline().split()) != 6:
+        raise InputError(f"{path}: fusion needs TREC runs ('qid Q0 docid rank score tag')")
+    run = TrecRun(filepath=path, resort=resort)
+    run.run_data["topic"] = run.run_data["topic"].astype(str)  # '0042' and 42 must not be mixed up across runs
+    run.run_data["docid"] = run.run_data["docid"].astype(str)
     return run
 
 
@@ -147,40 +136,3 @@ def write_fused(trec_run, path: str, tag: str = "fusion") -> None:
             rank = rank + 1 if t == last else 1
             last = t
             f.write(f"{t} Q0 {docids[i]} {rank} {float(scores[i])!r} {tag}\n")
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m repllama_pyserini.fusion", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", nargs="+", required=True, help="TREC runs (or rank_llm candidate JSON files)")
-    p.add_argument("--method", choices=METHODS, default="rrf")
-    p.add_argument("--alpha", type=float, default=None,
-                   help="interpolation: alpha * run1 + (1 - alpha) * run2 (default 0.5); "
-                        "hybrid: alpha * sparse + dense (default 0.1, Pyserini's)")
-    p.add_argument("--k", "--rrf-k", "--rrf.k", dest="rrf_k", type=int, default=60,
-                   help="RRF constant k (default 60; Pyserini's --rrf.k)")
-    p.add_argument("--depth", type=int, default=1000, help="results of each input run considered per topic")
-    p.add_argument("--hits", type=int, default=1000, help="results written per topic (Pyserini's --k)")
-    p.add_argument("--resort", action="store_true", help="re-rank each input by score before fusing "
-                                                         "(Pyserini's --resort; default: ranks as in the files)")
-    p.add_argument("--normalization", action="store_true", help="hybrid: Pyserini's score normalisation")
-    p.add_argument("--weight-on-dense", action="store_true", help="hybrid: sparse + alpha * dense")
-    p.add_argument("--output", required=True)
-    p.add_argument("--tag", "--runtag", dest="tag", default=None, help="run tag (default: the method)")
-    args = p.parse_args(argv)
-    for n in ("depth", "hits", "rrf_k"):
-        if getattr(args, n) < 1:
-            raise InputError(f"--{n.replace('_', '-')} must be >= 1")
-    if args.alpha is not None and not 0.0 <= args.alpha <= (1.0 if args.method == "interpolation" else float("inf")):
-        raise InputError(f"--alpha {args.alpha} out of range for {args.method}")
-    runs = load_runs(args.runs, resort=args.resort)
-    fused = fuse(runs, args.method, alpha=args.alpha, rrf_k=args.rrf_k, depth=args.depth, hits=args.hits,
-                 normalization=args.normalization, weight_on_dense=args.weight_on_dense)
-    write_fused(fused, args.output, tag=args.tag or args.method)
-    n_topics = fused.run_data["topic"].nunique()
-    print(f"wrote {args.output}: {args.method} of {len(runs)} runs, {n_topics} topics, {len(fused.run_data)} hits",
-          file=sys.stderr)
-
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -1,0 +1,94 @@
+"""The Pyserini plugin, run by the start-up hook (:mod:`._startup`) in every process of the environment.
+
+1. Registration, Pyserini's own extension point: a ``repllama`` entry first in ``pyserini.encode``'s query and
+   document encoder class maps (so ``--encoder repllama`` or any path containing ``repllama`` resolves to it, as
+   ``encode/_qwen3.py`` does for Qwen3). The entries are factories that import the encoder classes when called: no
+   import cycle.
+2. Patch (Pyserini's CLIs hard-code the ``--encoder-class`` choices): argparse's ``add_argument`` is wrapped so that
+   an ``--encoder-class`` option whose choices include Pyserini's ``auto`` also accepts ``repllama``. Nothing else
+   changes.
+3. Patch (``FaissSearcher`` has no hook for it): after ``FaissSearcher.__init__`` with a RepLLaMA query encoder, the
+   index is checked against the encoder: another dimension is an error; an index whose ``repllama-index.json``
+   records other weights or settings is an error unless ``REPLLAMA_PYSERINI_ALLOW_ENCODER_MISMATCH=1``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+NAME = "repllama"
+ALLOW_MISMATCH = "REPLLAMA_PYSERINI_ALLOW_ENCODER_MISMATCH"
+
+
+def _query_encoder(**kwargs):
+    from .dense.pyserini_encoders import RepLLaMAQueryEncoder
+    return RepLLaMAQueryEncoder(**kwargs)
+
+
+def _document_encoder(**kwargs):
+    from .dense.pyserini_encoders import RepLLaMADocumentEncoder
+    return RepLLaMADocumentEncoder(**kwargs)
+
+
+def _first(class_map: dict, value) -> None:
+    rest = [(k, v) for k, v in class_map.items() if k != NAME]
+    class_map.clear()
+    class_map[NAME] = value
+    class_map.update(rest)
+
+
+def register() -> None:
+    """Put RepLLaMA first in Pyserini's encoder class maps and accept it as an ``--encoder-class`` choice."""
+    import pyserini.encode as pe
+    _first(pe.query_encoder_class_map, _query_encoder)
+    _first(pe.document_encoder_class_map, _document_encoder)
+    original = argparse._ActionsContainer.add_argument
+    if getattr(original, "_repllama", False):
+        return
+
+    def add_argument(self, *args, **kwargs):
+        choices = kwargs.get("choices")
+        if "--encoder-class" in args and choices is not None and "auto" in choices and NAME not in choices:
+            kwargs["choices"] = list(choices) + [NAME]
+        return original(self, *args, **kwargs)
+
+    add_argument._repllama = True
+    argparse._ActionsContainer.add_argument = add_argument
+
+
+def check_index(index_dir: str, dimension: int, query_encoder) -> None:
+    """Refuse a RepLLaMA query encoder that does not match the index (see the module doc)."""
+    from .cli import InputError
+    from .dense.pyserini_encoders import RepLLaMAQueryEncoder
+    from .jobs import describe_changes
+    if not isinstance(query_encoder, RepLLaMAQueryEncoder) or query_encoder.encoder is None:
+        return
+    enc = query_encoder.encoder
+    if enc.dimension and int(dimension) != enc.dimension:
+        raise InputError(f"dimension mismatch: {index_dir} holds {dimension}-d vectors but the query encoder "
+                         f"{enc.preset.name} produces {enc.dimension}-d ones (was the index built with another model?)")
+    from .dense.index import read_metadata, encoder_key
+    meta = read_metadata(index_dir)
+    if meta is None or os.environ.get(ALLOW_MISMATCH) == "1":
+        return
+    changes = describe_changes(encoder_key(meta["encoder"]), encoder_key(enc.identity()))
+    if changes:
+        raise InputError(f"{index_dir} was built with another encoder than {enc.preset.name} "
+                         f"({'; '.join(changes[:3])}); search with the encoder that built it, or set {ALLOW_MISMATCH}=1 "
+                         f"to proceed on purpose")
+
+
+def patch_faiss_searcher() -> None:
+    from pyserini.search.faiss import _searcher
+    cls = _searcher.FaissSearcher
+    if getattr(cls.__init__, "_repllama", False):
+        return
+    original = cls.__init__
+
+    def __init__(self, index_dir, query_encoder, *args, **kwargs):
+        original(self, index_dir, query_encoder, *args, **kwargs)
+        if isinstance(index_dir, str) and os.path.isdir(index_dir):
+            check_index(index_dir, self.dimension, query_encoder)
+
+    __init__._repllama = True
+    cls.__init__ = __init__
