@@ -175,7 +175,10 @@ class Job:
             if overwrite:
                 self._wipe()
             elif os.path.exists(path):
-                m = read_json(path, "job manifest")
+                try:
+                    m = read_json(path, "job manifest")
+                except InputError as e:
+                    raise InputError(f"{e}; pass --overwrite to start afresh") from None
                 if not isinstance(m, dict) or m.get("format") != FORMAT or not isinstance(m.get("chunks"), dict):
                     raise InputError(f"{path} is not a manifest of this toolkit's jobs (damaged?); pass --overwrite "
                                      f"to start afresh")

@@ -60,7 +60,6 @@ def check_index(index_dir: str, dimension: int, query_encoder) -> None:
     """Refuse a RepLLaMA query encoder that does not match the index (see the module doc)."""
     from .cli import InputError
     from .dense.pyserini_encoders import RepLLaMAQueryEncoder
-    from .jobs import describe_changes
     if not isinstance(query_encoder, RepLLaMAQueryEncoder) or query_encoder.encoder is None:
         return
     enc = query_encoder.encoder
@@ -71,11 +70,12 @@ def check_index(index_dir: str, dimension: int, query_encoder) -> None:
     meta = read_metadata(index_dir)
     if meta is None or os.environ.get(ALLOW_MISMATCH) == "1":
         return
-    changes = describe_changes(encoder_key(meta["encoder"]), encoder_key(enc.identity()))
+    built, now = encoder_key(meta["encoder"]), encoder_key(enc.identity())
+    changes = [f"its {k} weights differ" if k in ("model", "base") else f"{k}: {built.get(k)} -> {now.get(k)}"
+               for k in now if built.get(k) != now[k]]
     if changes:
-        raise InputError(f"{index_dir} was built with another encoder than {enc.preset.name} "
-                         f"({'; '.join(changes[:3])}); search with the encoder that built it, or set {ALLOW_MISMATCH}=1 "
-                         f"to proceed on purpose")
+        raise InputError(f"{index_dir} was built with another encoder than {enc.preset.name} ({'; '.join(changes)}); "
+                         f"search with the encoder that built it, or set {ALLOW_MISMATCH}=1 to proceed on purpose")
 
 
 def patch_faiss_searcher() -> None:

@@ -129,8 +129,16 @@ def _encode_shard(job: Job, make_encoder, s: EncodeSettings, i: int, n: int) -> 
     total = count_docs(s.corpus)
     total = min(total, s.max_docs) if s.max_docs is not None else total
     done = sum(c["consumed"] for c in job.chunks().values())
-    bar = tqdm(total=(total - i + n - 1) // n, initial=done, unit="doc", dynamic_ncols=True, smoothing=0.05,
-               disable=not s.progress, desc=f"encode shard {i}/{n}", file=sys.stderr)
+    with tqdm(total=(total - i + n - 1) // n, initial=done, unit="doc", dynamic_ncols=True, smoothing=0.05,
+              disable=not s.progress, desc=f"encode shard {i}/{n}", file=sys.stderr) as bar:
+        _encode_chunks(job, make_encoder, s, i, n, bar)
+    c = job.chunks().values()
+    job.set_complete(rows=sum(x["rows"] for x in c))
+    log(f"shard {i}/{n}: {sum(x['rows'] for x in c)} docs encoded ({sum(x['truncated'] for x in c)} truncated, "
+        f"{sum(x['empty'] for x in c)} without text, {sum(x['skipped'] for x in c)} skipped) in {job.dir}")
+
+
+def _encode_chunks(job: Job, make_encoder, s: EncodeSettings, i: int, n: int, bar) -> None:
     encoder, started, tokens0 = None, time.time(), 0
     for k, chunk in _own_chunks(s, i, n):
         name = f"chunk_{k:06d}"
@@ -159,11 +167,6 @@ def _encode_shard(job: Job, make_encoder, s: EncodeSettings, i: int, n: int) -> 
         bar.update(len(chunk))
         bar.set_postfix_str(f"{(encoder.num_tokens - tokens0) / max(time.time() - started, 1e-9):,.0f} tok/s",
                             refresh=False)
-    bar.close()
-    c = job.chunks().values()
-    job.set_complete(rows=sum(x["rows"] for x in c))
-    log(f"shard {i}/{n}: {sum(x['rows'] for x in c)} docs encoded ({sum(x['truncated'] for x in c)} truncated, "
-        f"{sum(x['empty'] for x in c)} without text, {sum(x['skipped'] for x in c)} skipped) in {job.dir}")
 
 
 def _shards(work: str) -> Tuple[List[Tuple[str, dict]], int]:

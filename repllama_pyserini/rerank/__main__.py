@@ -57,12 +57,14 @@ def main(argv=None) -> None:
     p.add_argument("--max-length", type=int, help="tokens of a (query, document) pair (default: the preset's)")
     p.add_argument("--padding-side", choices=("left", "right"))
     p.add_argument("--tag", default="rankllama")
+    p.add_argument("--chunk-pairs", type=int, default=1024,
+                   help="pairs per saved chunk: a killed job loses at most one chunk of work (default 1024)")
     p.add_argument("--allow-untrained-head", action="store_true",
                    help="rerank with a model whose score head was never trained (random scores): on purpose only")
     add_model_args(p)
     add_job_args(p)
     args = p.parse_args(argv)
-    for n in ("depth", "max_length", "batch_size", "max_batch_tokens"):
+    for n in ("depth", "max_length", "batch_size", "max_batch_tokens", "chunk_pairs"):
         positive(n, getattr(args, n))
     from .base import rerank_job
     from .rankllama import RankLLaMAReranker, identity, resolve_preset
@@ -80,7 +82,7 @@ def main(argv=None) -> None:
 
     stats = rerank_job(make, identity(preset, args.dtype, args.device), topics, run, docs, preset.depth,
                        [args.output], [args.tag], on_missing=args.on_missing, overwrite=args.overwrite,
-                       progress=args.progress)
+                       progress=args.progress, chunk_pairs=args.chunk_pairs)
     if stats is not None:
         print(f"wrote {args.output}: {stats.summary()}", file=sys.stderr)
 

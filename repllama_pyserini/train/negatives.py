@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 class MiningStats:
     queries: int = 0
     written: int = 0
+    skipped_no_topic: List[str] = field(default_factory=list)
     skipped_no_positive: List[str] = field(default_factory=list)
     skipped_positive_not_in_corpus: List[str] = field(default_factory=list)
     fewer_negatives: int = 0
@@ -59,6 +60,9 @@ class MiningStats:
             s += f"; {self.negatives_not_in_corpus} candidates of the runs are absent from the corpus (dropped)"
         if self.fewer_negatives:
             s += f"; {self.fewer_negatives} queries got fewer negatives than asked (small candidate pool)"
+        if self.skipped_no_topic:
+            s += f"; {len(self.skipped_no_topic)} judged queries without topic text skipped " \
+                 f"(e.g. {self.skipped_no_topic[0]!r})"
         if self.skipped_no_positive:
             s += f"; {len(self.skipped_no_positive)} skipped without a judged positive " \
                  f"(e.g. {self.skipped_no_positive[0]!r})"
@@ -115,13 +119,11 @@ def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrel
     if input_positives is None:
         if not qrels:
             raise InputError("give --qrels (with --topics) or --input (Tevatron file with positives)")
+        queries = {q: topics[q] for q in qrels if q in topics}
         missing = [q for q in qrels if q not in topics]
-        if missing:
-            raise InputError(f"{len(missing)} judged queries have no topic text (e.g. {missing[0]!r})")
-        queries = {q: topics[q] for q in qrels}
     else:
-        queries = dict(topics)
-    stats = MiningStats(queries=len(queries))
+        queries, missing = dict(topics), []
+    stats = MiningStats(queries=len(queries), skipped_no_topic=missing)
 
     all_runs = list(runs)
     if bm25:
@@ -174,7 +176,7 @@ def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrel
         lines.append(json.dumps({"query_id": qid, "query": query, "positive_passages": pos,
                                  "negative_passages": negs}, ensure_ascii=False))
         stats.written += 1
-    if strict and (stats.skipped_no_positive or stats.skipped_positive_not_in_corpus):
+    if strict and (stats.skipped_no_topic or stats.skipped_no_positive or stats.skipped_positive_not_in_corpus):
         raise InputError(f"--strict: {stats.summary()}")
     if not lines:
         raise InputError(f"no training record written: {stats.summary()}")
