@@ -67,7 +67,7 @@ done
 stage qpeft-rerank-done
 
 # everything on the same sampled claims (BM25: its own top 10, the rerankers: their reordered top-$DEPTH)
-"$PY" -m repllama_pyserini.qpeft eval --qrels "$QRELS" --queries-of "$WORK/run.upr.trec" \
+"$PY" -m repllama_pyserini.eval --qrels "$QRELS" --queries-of "$WORK/run.upr.trec" \
   --metrics nDCG@10 MRR@10 --qa --ks 1 5 10 --json "$WORK/results.json" \
   --run "$WORK/run.bm25.trec" "$WORK/run.upr.trec" "$WORK/run.qpeft-R.before.trec" "$WORK/run.qpeft-R.after.trec" \
         "$WORK/run.qpeft-A.before.trec" "$WORK/run.qpeft-A.after.trec"

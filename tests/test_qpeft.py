@@ -18,7 +18,7 @@ from repllama_pyserini.formats.tevatron import Group, Passage, read_groups
 from repllama_pyserini.qpeft import (PromptEncoder, QPeftModule, QPeftReranker, QueryLikelihoodScorer, load_module,
                                      reference_loglik, select_hint_ids)
 from repllama_pyserini.qpeft.data import split_dev
-from repllama_pyserini.qpeft.metrics import qa_metrics, run_qa_metrics
+from repllama_pyserini.eval.qa import qa_metrics, run_qa_metrics
 from repllama_pyserini.qpeft.train import (Collator, TrainConfig, build_trainer, check_gradients, dev_metrics,
                                            train)
 
@@ -625,11 +625,12 @@ def test_cli_train_rerank_eval(tiny_causal, tmp_path, capsys):
     qrels = tmp_path / "qrels.txt"
     qrels.write_text("".join(f"{e.qid} 0 {e.positives[0].docid} 1\n" for e in _examples()))
     capsys.readouterr()
-    _cli(["eval", "--run", o4, o1, "--qrels", str(qrels), "--only-run-queries", "--qa", "--ks", "1", "3",
-          "--metrics", "nDCG@10"])
+    from repllama_pyserini.eval.__main__ import main as eval_main
+    eval_main(["--run", o4, o1, "--qrels", str(qrels), "--only-run-queries", "--qa", "--ks", "1", "3",
+               "--metrics", "nDCG@10", "--json", str(tmp_path / "e.json")])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split()[:4] == ["run", "nDCG@10", "HR@1", "HR@3"]  # eval's table
-    assert "(5 q)" in lines[1] and "(3 q)" in lines[2] and len(lines) == 3
+    assert lines[1].split() == ["run", "nDCG@10", "HR@1", "HR@3", "Recall@1", "Recall@3"]  # eval's table, --qa
+    assert [r["judged_queries"] for r in json.load(open(tmp_path / "e.json"))["runs"]] == [5, 3]
     # DPR in, DPR out
     dpr = [{"question": e.query, "answers": ["x"],
             "ctxs": [{"id": p.docid, "title": "", "text": p.text, "score": 1.0, "has_answer": p in e.positives}

@@ -1,7 +1,8 @@
 """Evaluate TREC runs like ``trec_eval -c`` with Pyserini's 2CR conventions::
 
     python -m repllama_pyserini.eval --run RUN [RUN ...] --qrels QRELS|COLLECTION [--metrics M ...]
-        [--conventions dl19-passage|beir|...] [--topics TOPICS] [--only-run-queries] [--json out.json] [--per-query]
+        [--conventions dl19-passage|beir|...] [--topics TOPICS] [--only-run-queries | --queries-of RUN]
+        [--qa [--ks 1 5 10]] [--json out.json] [--per-query]
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--topics", help="check that every judged query is in this topics file (error if not)")
     p.add_argument("--only-run-queries", action="store_true",
                    help="average over the judged queries each run has (runs over a query sample)")
+    p.add_argument("--queries-of", help="evaluate every run on the judged queries of this run (a query sample)")
+    p.add_argument("--qa", action="store_true", help="also HR@k and Recall@k (open-domain QA, eval.qa)")
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20, 100], help="cutoffs of --qa")
     p.add_argument("--json", help="also write the scores as JSON")
     p.add_argument("--per-query", action="store_true", help="include per-query scores in the JSON")
     p.add_argument("--data", help="data folder for collection names (default: $REPLLAMA_PYSERINI_DATA, ../shared/ir-data)")
@@ -37,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = _parser().parse_args(argv)
     qrels, qrels_path = load_qrels(args.qrels, args.data)
+    if args.queries_of:
+        sample = load_run(args.queries_of)
+        qrels = {q: j for q, j in qrels.items() if q in sample}
     names = [s for m in args.metrics for s in m.split(",") if s] if args.metrics else None
     metrics, conv = resolve_metrics(names, args.conventions, qrels_path)
     topics = read_topics(require_file(args.topics, "topics")) if args.topics else None
@@ -49,6 +56,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     results = []
     for path in args.run:
         run = load_run(path)
+        if args.queries_of:
+            run = {q: h for q, h in run.items() if q in qrels}
         judged = {q: j for q, j in qrels.items() if q in run} if args.only_run_queries else qrels
         cov = coverage(run, judged, f"run {path}", f"qrels {qrels_path}")
         if cov.missing:
@@ -61,7 +70,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             if unknown:
                 log(f"warning: {path}: {len(unknown)} run queries (e.g. {unknown[0]!r}) are not in {args.topics}")
         scores = evaluate(run, judged, metrics, per_query_scores=args.per_query)
-        rows[path] = scores["all"] if args.per_query else scores
+        rows[path] = dict(scores["all"] if args.per_query else scores)
+        if args.qa:
+            from .qa import run_qa_metrics
+            rows[path].update(run_qa_metrics(run, judged, args.ks))
         entry = {"run": path, "scores": rows[path], "judged_queries": cov.judged, "evaluated_queries": cov.evaluated,
                  "unjudged_run_queries": len(cov.extra)}
         if args.per_query:

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 from ..cli import InputError
 from ..formats.candidates import candidates_to_trec, is_candidates
 from ..formats.files import atomic_write, require_file
-from ..formats.runs import Run, read_run
+from ..formats.runs import read_run
 
 METHODS = ("rrf", "interpolation", "average", "normalize", "hybrid")
 DEFAULT_ALPHA = {"interpolation": 0.5, "hybrid": 0.1}
@@ -113,14 +113,6 @@ def hybrid(sparse, dense, alpha: float = 0.1, depth: Optional[int] = 1000, hits:
     out = TrecRun()
     out.run_data = pd.DataFrame(rows, columns=TrecRun.columns)
     return out
-
-
-def to_run(trec_run) -> Run:
-    """A ``TrecRun`` as ``{qid: {docid: score}}`` (qids and docids as strings)."""
-    run: Run = {}
-    for t, d, s in zip(trec_run.run_data["topic"], trec_run.run_data["docid"], trec_run.run_data["score"]):
-        run.setdefault(str(t), {})[str(d)] = float(s)
-    return run
 
 
 def write_fused(trec_run, path: str, tag: str = "fusion") -> None:

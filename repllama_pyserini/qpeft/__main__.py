@@ -13,8 +13,7 @@
     # rerank DPR retriever results (JSON out, HR@k / Recall@k before and after)
     python -m repllama_pyserini.qpeft rerank-dpr --module runs/qpeft-r --input nq-test.json --output out.json
 
-    # evaluate (nDCG@10 etc. with qrels restricted to the run's queries when asked; HR@k, Recall@k)
-    python -m repllama_pyserini.qpeft eval --run RUN [RUN ...] --qrels QRELS [--only-run-queries | --queries-of RUN]
+Evaluation, HR@k / Recall@k included: ``python -m repllama_pyserini.eval --qa``.
 """
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ import time
 from typing import Dict, List, Optional
 
 from ..cli import InputError, add_job_args, run_cli
-from ..formats import read_qrels, read_run
+from ..formats import read_qrels
 from ..formats.files import atomic_write
 
 
@@ -139,7 +138,7 @@ def cmd_rerank(args) -> None:
 
 def cmd_rerank_dpr(args) -> None:
     from ..formats.dpr import read_dpr
-    from .metrics import qa_metrics
+    from ..eval.qa import qa_metrics
     _set_threads(args)
     questions = read_dpr(args.input)
     if args.sample_queries:
@@ -172,31 +171,6 @@ def cmd_rerank_dpr(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ eval
-def cmd_eval(args) -> None:
-    from ..eval import evaluate, format_table
-    from .metrics import run_qa_metrics
-    qrels = read_qrels(args.qrels)
-    if args.queries_of:
-        subset = read_run(args.queries_of)
-        qrels = {k: v for k, v in qrels.items() if k in subset}
-    table = {}
-    for path in args.run:
-        run = read_run(path)
-        if args.queries_of:
-            run = {k: v for k, v in run.items() if k in qrels}
-        q = {k: v for k, v in qrels.items() if k in run} if args.only_run_queries else qrels
-        if not q:
-            raise InputError(f"no query of {path} is judged in {args.qrels}")
-        row = evaluate(run, q, metrics=args.metrics)
-        if args.qa:
-            row.update(run_qa_metrics(run, q, args.ks))
-        table[f"{path} ({len(q)} q)"] = row
-    if args.json:
-        from ..formats.files import write_json
-        write_json(args.json, table)
-    print(format_table(table))
-
-
 def main(argv=None) -> None:
     from ..rerank.__main__ import add_input_args
     p = argparse.ArgumentParser(prog="python -m repllama_pyserini.qpeft", description=__doc__,
@@ -274,19 +248,6 @@ def main(argv=None) -> None:
     d.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20, 50, 100])
     d.add_argument("--no-progress", dest="progress", action="store_false")
     d.set_defaults(fn=cmd_rerank_dpr)
-
-    e = sub.add_parser("eval", help="nDCG@10 etc. (repllama_pyserini.eval) plus HR@k / Recall@k")
-    e.add_argument("--run", nargs="+", required=True)
-    e.add_argument("--qrels", required=True)
-    e.add_argument("--metrics", nargs="+", default=None)
-    e.add_argument("--only-run-queries", action="store_true",
-                   help="restrict the qrels to the run's queries (for runs over a query sample)")
-    e.add_argument("--queries-of", help="evaluate every run on the (judged) queries of this run only (a query "
-                                        "sample), e.g. a reranked sample against the full first-stage run")
-    e.add_argument("--qa", action="store_true", help="also HR@k and Recall@k")
-    e.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20, 100])
-    e.add_argument("--json")
-    e.set_defaults(fn=cmd_eval)
 
     args = p.parse_args(argv)
     if getattr(args, "variant", None):

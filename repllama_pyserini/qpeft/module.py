@@ -179,9 +179,6 @@ class QPeftModule(nn.Module):
         h = self.mlp(x)
         return [h[i, :s.shape[0]] for i, s in enumerate(seqs)]
 
-    def trainable_parameters(self):
-        return [p for p in self.parameters() if p.requires_grad]
-
     def save(self, out_dir: str, frozen_weight: torch.Tensor) -> str:
         """Write config + weights (MLP, attention, changed rows of E') to ``out_dir`` atomically."""
         from safetensors.torch import save_file

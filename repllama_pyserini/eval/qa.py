@@ -1,4 +1,4 @@
-"""Open-domain QA retrieval metrics (DPR / UPR / Q-PEFT papers), beside ``repllama_pyserini.eval`` (nDCG@10...).
+"""Open-domain QA retrieval metrics (DPR / UPR / Q-PEFT papers), next to the trec_eval ones (``--qa`` of the CLI).
 
 - ``HR@k`` (top-k accuracy, "hit ratio"): the fraction of questions with at least one answer-bearing passage in
   the top k; every question counts (one with no answer-bearing candidate scores 0), as DPR reports it.
