@@ -38,8 +38,8 @@ class _Loader(importlib.abc.Loader):
 class _Hook(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "jnius":
-            from . import java
-            java.install_excepthook()  # our errors inside Pyserini's CLIs: one line, no traceback
+            from . import java, plugin
+            plugin.install_excepthook()  # our errors inside Pyserini's CLIs: one line, no traceback
             java.configure()
             return None
         if name in _AFTER:

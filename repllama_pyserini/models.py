@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .cli import InputError
+from .cli import InputError, log
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -39,15 +39,11 @@ def resolve_dtype(dtype: Optional[str], device: torch.device) -> torch.dtype:
 
 def resolve_attn_implementation(requested: Optional[str], device: torch.device, dtype: torch.dtype) -> str:
     """flash_attention_2 when flash-attn is installed, on CUDA, in fp16/bf16; SDPA otherwise."""
+    from transformers.utils import is_flash_attn_2_available
     if requested:
         return requested
-    if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
-        try:
-            import flash_attn  # noqa: F401
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
+    fa2 = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and is_flash_attn_2_available()
+    return "flash_attention_2" if fa2 else "sdpa"
 
 
 _HUB_CHECKED = False
@@ -63,19 +59,17 @@ def hub_guard(name: str) -> None:
     _HUB_CHECKED = True
     import socket
     from urllib.parse import urlparse
+    from urllib.request import getproxies
     from huggingface_hub import constants
     if constants.HF_HUB_OFFLINE:
         return
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                                       "all_proxy")):
+    if {"http", "https", "all"} & set(getproxies()):
         return  # the Hub may be reachable through the proxy only: let huggingface_hub decide
     url = urlparse(constants.ENDPOINT)
     try:
         socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
     except OSError:
-        import sys
-        print(f"note: {url.hostname} is unreachable: models are looked up in the local Hugging Face cache only",
-              file=sys.stderr)
+        log(f"note: {url.hostname} is unreachable: models are looked up in the local Hugging Face cache only")
         os.environ["HF_HUB_OFFLINE"] = "1"
         constants.HF_HUB_OFFLINE = True
 

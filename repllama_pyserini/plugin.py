@@ -1,15 +1,17 @@
 """The Pyserini plugin, run by the start-up hook (:mod:`._startup`) in every process of the environment.
 
-1. Registration, Pyserini's own extension point: a ``repllama`` entry first in ``pyserini.encode``'s query and
-   document encoder class maps (so ``--encoder repllama`` or any path containing ``repllama`` resolves to it, as
-   ``encode/_qwen3.py`` does for Qwen3). The entries are factories that import the encoder classes when called: no
-   import cycle.
+1. Registration, Pyserini's own extension point: a ``repllama`` entry in ``pyserini.encode``'s query and document
+   encoder class maps (so ``--encoder repllama`` or a path containing ``repllama``, and none of Pyserini's own
+   keywords, resolves to it, as ``encode/_qwen3.py`` does for Qwen3). The entries are factories that import the
+   encoder classes when called: no import cycle.
 2. Patch (Pyserini's CLIs hard-code the ``--encoder-class`` choices): argparse's ``add_argument`` is wrapped so that
    an ``--encoder-class`` option whose choices include Pyserini's ``auto`` also accepts ``repllama``. Nothing else
    changes.
 3. Patch (``FaissSearcher`` has no hook for it): after ``FaissSearcher.__init__`` with a RepLLaMA query encoder, the
    index is checked against the encoder: another dimension is an error; an index whose ``repllama-index.json``
    records other weights or settings is an error unless ``REPLLAMA_PYSERINI_ALLOW_ENCODER_MISMATCH=1``.
+4. Patch (Pyserini's CLIs show tracebacks): ``sys.excepthook`` prints this toolkit's own errors (``InputError``,
+   ``JavaNotFoundError``) raised inside them as one line; any other exception keeps its traceback.
 """
 from __future__ import annotations
 
@@ -30,18 +32,11 @@ def _document_encoder(**kwargs):
     return RepLLaMADocumentEncoder(**kwargs)
 
 
-def _first(class_map: dict, value) -> None:
-    rest = [(k, v) for k, v in class_map.items() if k != NAME]
-    class_map.clear()
-    class_map[NAME] = value
-    class_map.update(rest)
-
-
 def register() -> None:
-    """Put RepLLaMA first in Pyserini's encoder class maps and accept it as an ``--encoder-class`` choice."""
+    """Add RepLLaMA to Pyserini's encoder class maps and accept it as an ``--encoder-class`` choice."""
     import pyserini.encode as pe
-    _first(pe.query_encoder_class_map, _query_encoder)
-    _first(pe.document_encoder_class_map, _document_encoder)
+    pe.query_encoder_class_map[NAME] = _query_encoder
+    pe.document_encoder_class_map[NAME] = _document_encoder
     original = argparse._ActionsContainer.add_argument
     if getattr(original, "_repllama", False):
         return
@@ -72,7 +67,7 @@ def check_index(index_dir: str, dimension: int, query_encoder) -> None:
         return
     built, now = encoder_key(meta["encoder"]), encoder_key(enc.identity())
     changes = [f"its {k} weights differ" if k in ("model", "base") else f"{k}: {built.get(k)} -> {now.get(k)}"
-               for k in now if built.get(k) != now[k]]
+               for k in now if built.get(k) != now[k] and not (k == "base" and None in (built.get(k), now[k]))]
     if changes:
         raise InputError(f"{index_dir} was built with another encoder than {enc.preset.name} ({'; '.join(changes)}); "
                          f"search with the encoder that built it, or set {ALLOW_MISMATCH}=1 to proceed on purpose")
@@ -92,3 +87,22 @@ def patch_faiss_searcher() -> None:
 
     __init__._repllama = True
     cls.__init__ = __init__
+
+
+def install_excepthook() -> None:
+    """Patch 4 (see the module doc); installed before Pyserini starts its JVM."""
+    import sys
+    if getattr(sys.excepthook, "_repllama", False):
+        return
+    from .cli import InputError
+    from .java import JavaNotFoundError
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        if isinstance(exc, (InputError, JavaNotFoundError)):
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            previous(exc_type, exc, tb)
+
+    hook._repllama = True
+    sys.excepthook = hook

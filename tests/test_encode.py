@@ -161,7 +161,7 @@ def test_resume_after_kill(docs, expected, enc, tiny_encoder, tmp_path):
     assert ids == [d["_id"] for d in docs] and len(set(ids)) == len(ids)
     np.testing.assert_allclose(index.reconstruct_n(0, index.ntotal), expected, atol=1e-5)
     assert {f: os.path.getmtime(sdir / (f + ".npy")) for f in finished} == mtimes  # not redone
-    assert not list(sdir.glob("*.tmp")) and not (sdir / "LOCK").exists()
+    assert not list(sdir.glob("*.tmp"))
     assert json.loads((out / METADATA).read_text())["num_docs"] == len(docs)
 
 
@@ -263,17 +263,19 @@ def test_retrained_adapter_in_the_same_directory_is_not_served_stale(docs, tiny_
     assert weights_fingerprint(tiny_encoder["lora"]) and weights_fingerprint("some/hub-id") is None
 
 
-def test_merge_lock_of_a_killed_run_is_taken_over(docs, enc, tiny_encoder, tmp_path):
-    import socket
+def test_merge_lock_of_a_live_merger_is_respected_and_freed_by_its_death(docs, enc, tiny_encoder, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", docs[:5])
     out = tmp_path / "idx"
     assert run(enc, tiny_encoder["lora"], corpus, out, merge=False) is None
-    lock = work(out) / "merge.LOCK"
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # a live merger: left alone
-    assert run(enc, tiny_encoder["lora"], corpus, out) is None and not (out / "index").exists()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))  # its process is gone: taken over
+    hold = ("import sys, time\nfrom repllama_pyserini.jobs import Lock\nheld = Lock(sys.argv[1], 'x').acquire()\n"
+            "print('held', flush=True)\ntime.sleep(600)\n")
+    merger = subprocess.Popen([sys.executable, "-c", hold, str(work(out) / "merge.LOCK")], stdout=subprocess.PIPE)
+    assert merger.stdout.readline().strip() == b"held"
+    assert run(enc, tiny_encoder["lora"], corpus, out) is None and not (out / "index").exists()  # it merges
+    with pytest.raises(InputError, match=rf"the merge into .* is being written by process {merger.pid}"):
+        merge(EncodeSettings(output=str(out)), by_hand=True)
+    merger.kill()  # killed: the operating system frees its lock
+    merger.wait()
     assert run(enc, tiny_encoder["lora"], corpus, out) == str(out)
     assert read_index(out)[0].ntotal == 5
 

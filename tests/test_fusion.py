@@ -86,9 +86,9 @@ def reference_fusion(paths, method, depth, k, rrf_k=60, alpha=0.5):
 def test_fusion_matches_the_formulas(dl19, method, kwargs, tmp_path):
     out = tmp_path / "fused.trec"
     argv = ["--runs", dl19["bm25"], dl19["rep_json"], "--method", method, "--output", str(out),
-            "--depth", str(kwargs["depth"]), "--hits", str(kwargs["k"])]
+            "--depth", str(kwargs["depth"]), "--k", str(kwargs["k"])]
     if "rrf_k" in kwargs:
-        argv += ["--k", str(kwargs["rrf_k"])]
+        argv += ["--rrf.k", str(kwargs["rrf_k"])]
     if "alpha" in kwargs:
         argv += ["--alpha", str(kwargs["alpha"])]
     fusion_main(argv)

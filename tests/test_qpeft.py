@@ -290,7 +290,7 @@ def test_continued_run_equals_uninterrupted(lm_tok, tmp_path):
     assert {k: v for k, v in s_two.items() if k not in drop} == {k: v for k, v in s_one.items() if k not in drop}
     assert (s_one["stopped"], s_one["steps"], s_one["train_examples"], s_one["dev_examples"]) == ("done", 5, 5, 2)
     assert sorted(os.listdir(two)) == sorted(os.listdir(one)) == [
-        "checkpoint-5", "log.jsonl", "module", "module-init", "train_config.json", "train_summary.json"]
+        "LOCK", "checkpoint-5", "log.jsonl", "module", "module-init", "train_config.json", "train_summary.json"]
     for sub in ("checkpoint-5", "module", "module-init"):
         assert _same_module(os.path.join(one, sub), os.path.join(two, sub), lm), sub
     assert not _same_module(os.path.join(one, "module-init"), os.path.join(one, "checkpoint-5"), lm)

@@ -219,3 +219,45 @@ def test_reranking_with_an_untrained_score_head(files, capsys, tiny_causal):
     fails(mains()["rerank"], argv, capsys, r"has no trained score head .* pass --allow-untrained-head")
     run_cli(mains()["rerank"], argv + ["--allow-untrained-head"])
     assert set(read_run(files["out"])) == {"q1", "q2"}
+
+
+def test_a_byte_order_mark_is_dropped(files, tmp_path):
+    from repllama_pyserini.formats import read_qrels, read_topics
+    for name in ("topics", "qrels"):
+        data = open(files[name], "rb").read()
+        open(files[name], "wb").write(b"\xef\xbb\xbf" + data)
+    assert list(read_topics(files["topics"])) == ["q1", "q2"]
+    assert read_qrels(files["qrels"]) == {"q1": {"d1": 1}, "q2": {"d2": 1}}
+
+
+def test_query_ids_with_whitespace(files, capsys):
+    open(files["topics"], "w").write("q 1\tdo goldfish grow\n")
+    fails(mains()["bm25"], ["search", "--index", "none", "--topics", files["topics"], "--output", files["out"]],
+          capsys, r"topics.tsv:1: query id 'q 1' is empty or contains whitespace")
+
+
+def test_a_truncated_gzip_corpus(tmp_path, capsys, tiny_encoder):
+    path = tmp_path / "corpus.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("".join(json.dumps({"_id": str(i), "text": "x " * 50}) + "\n" for i in range(200)))
+    os.truncate(path, os.path.getsize(path) // 2)
+    fails(mains()["dense"], ["encode", "--corpus", str(path), "--encoder", tiny_encoder["lora"], "--output",
+                             str(tmp_path / "idx")], capsys, r"corpus.jsonl.gz: cannot read \(")
+
+
+def test_an_unwritable_output(files, capsys):
+    fails(mains()["fusion"], ["--runs", files["run"], files["run2"], "--output", "/proc/no-such/x.trec"], capsys,
+          r"No such file or directory: /proc/no-such")
+
+
+def test_a_bm25_index_of_another_corpus_or_fields(files, tmp_path, capsys):
+    idx = str(tmp_path / "lucene")
+    run_cli(mains()["bm25"], ["index", "--corpus", files["corpus"], "--index", idx])
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"_id": "x", "text": "another corpus"}\n')
+    fails(mains()["bm25"], ["index", "--corpus", str(other), "--index", idx], capsys,
+          r"holds an index of another corpus or --fields \(flat\); pass --overwrite")
+    fails(mains()["bm25"], ["index", "--corpus", files["corpus"], "--index", idx, "--fields", "multifield"], capsys,
+          r"holds an index of another corpus or --fields")
+    fails(mains()["bm25"], ["search", "--index", idx, "--topics", files["topics"], "--output", files["out"],
+                            "--fields", "multifield"], capsys, r"is a flat index: search it with --fields flat")

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SLOW = ("import sys, time\nfrom repllama_pyserini.jobs import Job\nwrite = Job.write_chunk\n"
         "Job.write_chunk = lambda self, *a, **k: (write(self, *a, **k), time.sleep(0.4))\n"
         "from repllama_pyserini.{module}.__main__ import main\nmain(sys.argv[1:])\n")
-HOLD_LOCK = ("import sys, time\nfrom repllama_pyserini.jobs import Lock\nLock(sys.argv[1], 'x').acquire()\n"
+HOLD_LOCK = ("import sys, time\nfrom repllama_pyserini.jobs import Lock\nheld = Lock(sys.argv[1], 'x').acquire()\n"
              "print('held', flush=True)\ntime.sleep(600)\n")
 
 
@@ -128,7 +128,7 @@ def test_rerank_killed_then_resumed_equals_uninterrupted(data, tiny_reranker, re
 
 # ----------------------------------------------------------------------------------------------- one writer
 @pytest.mark.parametrize("job", ["encode", "rerank"])
-def test_a_second_writer_is_refused_and_a_dead_writers_lock_taken_over(data, tiny_encoder, tiny_reranker, reference,
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_freed(data, tiny_encoder, tiny_reranker, reference,
                                                                        tmp_path, capsys, job):
     out = tmp_path / ("idx" if job == "encode" else "rr.trec")
     lock = f"{out}.job/shard-00000-of-00001/LOCK" if job == "encode" else f"{out}.job/LOCK"
@@ -142,7 +142,7 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_taken_over(data, tin
     holder.wait()
     if job == "encode":
         argv = encode_argv(data, tiny_encoder["lora"], out)
-    run_cli(main, argv)  # the lock of a process that is gone is taken over
+    run_cli(main, argv)  # the operating system freed the lock of the killed process
     assert same_index(out, reference) if job == "encode" else out.read_bytes() == reference["run"]
 
 
@@ -252,7 +252,8 @@ def test_overwrite_keeps_the_old_index_until_the_new_one_is_complete(data, tiny_
     assert same_index(out, reference)
     # another setting without --overwrite: refused, the index untouched
     fails(dense, encode_argv(data, tiny_encoder["lora"], out, "--max-length", "32"), capsys,
-          r"already holds an index built with other settings, inputs or weights; pass --overwrite")
+          r"already holds an index built with other settings, inputs or weights \(settings.encoder.preset."
+          r"passage_max_length: 48 -> 32\); pass --overwrite")
     assert same_index(out, reference)
 
 
@@ -285,3 +286,72 @@ def test_finished_jobs_are_reported_not_redone(data, tiny_encoder, tiny_reranker
     assert "index already complete" in err and "already complete: " + str(rr) in err
     assert (os.stat(out / "index").st_mtime_ns, os.stat(rr).st_mtime_ns) == stamps
     assert same_index(out, reference) and rr.read_bytes() == reference["run"]  # deterministic across runs
+
+
+def test_work_dir_keeps_what_the_job_did_not_make(data, tiny_encoder, reference, tmp_path):
+    work = tmp_path / "mywork"
+    work.mkdir()
+    (work / "notes.txt").write_text("precious")
+    out = tmp_path / "idx"
+    run_cli(dense, encode_argv(data, tiny_encoder["lora"], out, "--work-dir", str(work)))
+    assert same_index(out, reference) and sorted(os.listdir(work)) == ["notes.txt"]
+
+
+def test_an_interrupted_overwrite_resumes(data, tiny_encoder, reference, tmp_path):
+    """--overwrite discards another job's progress, never the progress of the very job it asks for."""
+    out = tmp_path / "idx"
+    run_cli(dense, encode_argv(data, tiny_encoder["lora"], out, "--max-length", "32"))  # an older index
+    cmd = [sys.executable, "-c", SLOW.format(module="dense"),
+           *encode_argv(data, tiny_encoder["lora"], out, "--overwrite")]
+    kill_after(cmd, f"{out}.job/shard-00000-of-00001", 2)
+    shard = tmp_path / "idx.job" / "shard-00000-of-00001"
+    saved = {f: os.stat(shard / f).st_mtime_ns for f in os.listdir(shard) if f.endswith(".npy")}
+    run_cli(dense, encode_argv(data, tiny_encoder["lora"], out, "--overwrite", "--keep-chunks"))
+    assert len(saved) >= 2 and all(os.stat(shard / f).st_mtime_ns == t for f, t in saved.items())
+    assert same_index(out, reference)
+
+
+def test_a_damaged_finished_index_is_not_reported_complete(data, tiny_encoder, reference, tmp_path, capsys):
+    out = tmp_path / "idx"
+    run_cli(dense, encode_argv(data, tiny_encoder["lora"], out))
+    os.truncate(out / "index", 1000)
+    fails(dense, encode_argv(data, tiny_encoder["lora"], out), capsys,
+          r"holds a damaged index \(files missing or of another size than written\); pass --overwrite")
+    run_cli(dense, encode_argv(data, tiny_encoder["lora"], out, "--overwrite"))
+    assert same_index(out, reference)
+
+
+def test_an_output_inside_a_folder_corpus_does_not_change_its_fingerprint(data, tiny_encoder, tmp_path, capsys):
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text(open(data["corpus"]).read())
+    (beir / "queries.jsonl").write_text('{"_id": "1", "text": "x"}\n')
+    argv = encode_argv(dict(data, corpus=str(beir)), tiny_encoder["lora"], beir / "idx")
+    run_cli(dense, argv)
+    (beir / "queries.jsonl").write_text('{"_id": "1", "text": "y"}\n')  # not read by the encoder
+    capsys.readouterr()
+    run_cli(dense, argv)
+    assert "index already complete" in capsys.readouterr().err
+
+
+def test_a_changed_rerank_tag_rewrites_the_run(data, tiny_reranker, tmp_path, monkeypatch):
+    out = tmp_path / "rr.trec"
+    run_cli(rerank, rerank_argv(data, tiny_reranker["lora"], out))
+    import repllama_pyserini.rerank.rankllama as rankllama
+    monkeypatch.setattr(rankllama.RankLLaMAReranker, "from_pretrained", None)  # from the saved chunks alone
+    run_cli(rerank, rerank_argv(data, tiny_reranker["lora"], out, "--tag", "mytag"))
+    assert {line.split()[5] for line in open(out)} == {"mytag"}
+
+
+def test_a_finished_qpeft_rerank_is_reported_without_loading_the_llm(data, tiny_causal, tmp_path, capsys,
+                                                                    monkeypatch):
+    from repllama_pyserini.qpeft.__main__ import main as qpeft
+    argv = ["rerank", "--model", tiny_causal["base"], "--prompt", "upr", "--run", data["run"], "--topics",
+            data["topics"], "--corpus", data["passages"], "--output", str(tmp_path / "upr.trec"), "--depth", "4",
+            "--chunk-pairs", "8", "--no-progress"]
+    run_cli(qpeft, argv)
+    import repllama_pyserini.qpeft.rerank as qrerank
+    monkeypatch.setattr(qrerank.QPeftReranker, "from_pretrained", None)
+    capsys.readouterr()
+    run_cli(qpeft, argv)
+    assert "already complete" in capsys.readouterr().err

@@ -11,7 +11,8 @@ import torch
 from repllama_pyserini.cli import InputError
 from repllama_pyserini.formats import Doc, load_docs, read_candidates, read_run, read_topics, sorted_hits
 from repllama_pyserini.formats.corpus import parse_raw
-from repllama_pyserini.rerank import FunctionReranker, RankLLaMAReranker, model_card_score
+from repllama_pyserini.rerank import FunctionReranker, RankLLaMAReranker
+from tiny_models import model_card_score
 from repllama_pyserini.rerank.__main__ import main as rerank_main
 from repllama_pyserini.rerank.rankllama import resolve_preset
 
@@ -294,7 +295,7 @@ def test_resume_after_kill(tmp_path):
     with pytest.raises(Killed):
         FunctionReranker(dying).rerank_run(topics, run, docs, job_dir=str(job), chunk_pairs=5, progress=False)
     manifest = json.loads((job / "manifest.json").read_text())
-    assert sorted(manifest["chunks"]) == ["chunk_000000", "chunk_000001"] and not (job / "LOCK").exists()
+    assert sorted(manifest["chunks"]) == ["chunk_000000", "chunk_000001"]
     (job / "chunk_000002.json.x1.tmp").write_text('{"q2": [["d0"')  # a write cut short by the kill
     calls.clear()
     out, stats = FunctionReranker(lambda q, d: calls.append(q) or fn(q, d)).rerank_run(

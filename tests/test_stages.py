@@ -60,3 +60,13 @@ def test_output_without_a_record_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"cannot reuse 1 output.*made-elsewhere.trec \(made by an unknown command"):
         run_steps([_writer(out, "new")], "t")
     assert out.read_text() == "old"
+
+
+def test_a_changed_input_file_makes_its_consumer_stale(tmp_path):
+    """A file the steps read but no step makes (a user's run, topics, corpus) is fingerprinted by content."""
+    src, out = tmp_path / "ext.trec", tmp_path / "copy.trec"
+    src.write_text("a")
+    run_steps([_copier(src, out)], "t")
+    src.write_text("b")  # the same size, another content
+    with pytest.raises(InputError, match=rf"copy.trec \(its input {src} changed since\)"):
+        run_steps([_copier(src, out)], "t")

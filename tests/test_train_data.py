@@ -233,3 +233,21 @@ def test_resume_from_checkpoint_values(tmp_path):
     with pytest.raises(InputError, match="already holds checkpoints"):
         resolve_resume(args(None))
     assert resolve_resume(args(None, overwrite=True)) is None
+
+
+def test_dev_split_is_seeded_disjoint_and_a_beir_folder(tmp_path, ir_data):
+    import os
+    from repllama_pyserini.formats import beir_dataset, read_groups, read_qrels, read_topics
+    from repllama_pyserini.train.split import main
+    sf = os.path.join(ir_data, "beir", "scifact")
+    argv = ["--input", os.path.join(sf, "train.tevatron.jsonl.gz"), "--corpus", os.path.join(sf, "corpus.jsonl.gz"),
+            "--dev", "100", "--seed", "13"]
+    main(argv + ["--output", str(tmp_path / "a")])
+    main(argv + ["--output", str(tmp_path / "b")])
+    train = read_groups(str(tmp_path / "a" / "train.jsonl.gz"))
+    ds = beir_dataset(str(tmp_path / "a" / "dev"))
+    dev = ds.topics()
+    assert len(train) == 709 and len(dev) == 100 and not {g.query_id for g in train} & set(dev)
+    assert read_topics(str(tmp_path / "a" / "dev.topics.tsv")) == dev == beir_dataset(str(tmp_path / "b" / "dev")).topics()
+    full = read_qrels(os.path.join(sf, "qrels.scifact.train.txt"))
+    assert read_qrels(ds.qrels) == read_qrels(str(tmp_path / "a" / "dev.qrels.txt")) == {q: full[q] for q in dev}

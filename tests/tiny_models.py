@@ -77,3 +77,12 @@ def make_random_lora(base_dir: str, out_dir: str, kind: str = "encoder", r: int 
                     p.add_(torch.randn_like(p) * 0.5)
     peft_model.save_pretrained(out_dir)
     return out_dir
+
+
+def model_card_score(model, tokenizer, query_text: str, document_text: str) -> float:
+    """The released model cards' scoring of one pair, the reference of the tests:
+    ``model(**tokenizer(f'query: {query}', f'document: {title} {passage}', return_tensors='pt')).logits[0][0]``."""
+    import torch
+    inputs = tokenizer(query_text, document_text, return_tensors="pt")
+    with torch.no_grad():
+        return float(model(**inputs.to(next(model.parameters()).device)).logits[0][0])

@@ -23,7 +23,7 @@ def _cmd_index(args) -> None:
 
 def _cmd_search(args) -> None:
     run = search(args.index, read_topics(args.topics), args.hits, args.k1, args.b, args.fields, args.remove_query,
-                 args.threads)
+                 args.threads, progress=args.progress)
     write_run(run, args.output, tag=args.tag)
     print(f"wrote {args.output} ({len(run)} queries)")
 
@@ -98,6 +98,7 @@ def main(argv=None) -> None:
     ps.add_argument("--remove-query", action="store_true", help="drop hits whose docid equals the query id")
     ps.add_argument("--threads", type=int, default=2)
     ps.add_argument("--tag", default="bm25")
+    ps.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     ps.set_defaults(fn=_cmd_search)
     pb = sub.add_parser("beir", help="index + search + evaluate a BEIR dataset (Pyserini 2CR settings)")
     pb.add_argument("--dataset", default="scifact", help="a BEIR name (found in --data) or a BEIR folder path")

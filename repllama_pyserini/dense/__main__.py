@@ -1,16 +1,15 @@
-"""RepLLaMA dense retrieval from the command line::
+"""RepLLaMA dense retrieval from the command line (``CORPUS``: any corpus layout; ``MODEL``: a preset, hub id or
+local checkpoint)::
 
-    python -m repllama_pyserini.dense encode --corpus CORPUS --encoder MODEL --output INDEX_DIR [--shard-id I --shard-num N]
+    python -m repllama_pyserini.dense encode --corpus CORPUS --encoder MODEL --output INDEX_DIR [--shard-id I ...]
     python -m repllama_pyserini.dense merge --output INDEX_DIR [--index-type Flat|SQfp16|HNSW32|IVF4096,PQ64]
     python -m repllama_pyserini.dense evaluate --encoder MODEL --dataset scifact [--work DIR]
     python -m pyserini.search.faiss --encoder-class repllama --encoder MODEL --index INDEX_DIR --topics ... --output ...
-
-``CORPUS``: any corpus layout (BEIR folder or JSONL, JsonCollection, MS MARCO TSV, gzipped or not). ``MODEL``: a
-preset name (``repllama``; ``python -m repllama_pyserini.presets`` lists them), a hub id or a local checkpoint.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from ..cli import add_job_args, add_model_args, positive, run_cli
 
@@ -73,22 +72,22 @@ def main(argv=None) -> None:
         from .evaluate import evaluate_encoder
         scores = evaluate_encoder(args.encoder, args.dataset, args.data, args.work, args.query_max_length,
                                   args.max_length, args.batch_size, args.output, overwrite=args.overwrite,
-                                  progress=args.progress, dtype=args.dtype, device=args.device)
+                                  progress=args.progress, dtype=args.dtype, device=args.device,
+                                  base_model=args.base_model, tokenizer_name=args.tokenizer,
+                                  attn_implementation=args.attn_implementation,
+                                  max_batch_tokens=args.max_batch_tokens)
         print(json.dumps(scores))
         if args.json:
             write_json(args.json, scores)
         return
     from .encode import EncodeSettings, encode_corpus, merge
-    s = EncodeSettings(output=args.output, corpus=getattr(args, "corpus", None), work_dir=args.work_dir,
-                       index_type=args.index_type, train_size=args.train_size, nprobe=args.nprobe,
-                       ef_search=args.ef_search, keep_chunks=args.keep_chunks, overwrite=args.overwrite)
+    s = EncodeSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EncodeSettings)
+                          if hasattr(args, f.name)})
     if args.cmd == "merge":
         merge(s, by_hand=True)
         return
     from ..presets import resolve
     from .encoder import RepLLaMAEncoder
-    s.shard_id, s.shard_num, s.chunk_size, s.on_empty = args.shard_id, args.shard_num, args.chunk_size, args.on_empty
-    s.max_docs, s.merge, s.progress = args.max_docs, args.merge, args.progress
     overrides = dict(passage_max_length=args.max_length, passage_prefix=args.prefix, base_model=args.base_model,
                      tokenizer=args.tokenizer)
     preset, _ = resolve(args.encoder, "encoder", **overrides)

@@ -1,12 +1,11 @@
-"""Encode a corpus with RepLLaMA into a Faiss index Pyserini opens: a resumable, shardable job.
+"""Encode a corpus with RepLLaMA into a Faiss index Pyserini opens: a resumable, shardable job
+(``docs/reliability.md``).
 
-The corpus (any layout of :mod:`repllama_pyserini.formats.corpus`) is streamed; this process's shard (document ``i``
-goes to shard ``i % shard_num``) is cut into chunks of ``chunk_size`` documents, each encoded (sorted by length,
-batched) and written as ``chunk_NNNNNN.npy`` + ``.docids`` through :class:`repllama_pyserini.jobs.Job` under
-``WORK/shard-SSSSS-of-NNNNN/`` (``WORK`` defaults to ``OUTPUT.job``). A killed run loses at most one chunk; a rerun
-with other settings, another corpus content or other weights refuses (``--overwrite`` starts afresh); a damaged chunk
-is re-encoded. Under ``torchrun`` the shard defaults to ``RANK/WORLD_SIZE`` and the device to ``cuda:LOCAL_RANK``.
-The process that completes the last shard merges them into ``OUTPUT`` (:mod:`.index`); ``merge`` does it by hand.
+The corpus is streamed; this process's shard (document ``i`` goes to shard ``i % shard_num``; under ``torchrun`` the
+shard defaults to ``RANK/WORLD_SIZE`` and the device to ``cuda:LOCAL_RANK``) is cut into chunks of ``chunk_size``
+documents, each written as ``chunk_NNNNNN.npy`` + ``.docids`` through :class:`repllama_pyserini.jobs.Job` under
+``WORK/shard-SSSSS-of-NNNNN/`` (``WORK``: ``OUTPUT.job``). The process that completes the last shard merges them into
+``OUTPUT`` (:mod:`.index`); ``merge`` does it by hand.
 """
 from __future__ import annotations
 
@@ -22,8 +21,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..cli import InputError, log
-from ..formats.corpus import count_docs, iter_corpus
-from ..jobs import Job, Lock, fingerprint, read_manifest
+from ..formats.corpus import corpus_files, count_docs, iter_corpus
+from ..jobs import Job, Lock, describe_changes, fingerprint, read_manifest
 from ..models import checkpoint_identity, resolve_device, resolve_dtype
 from .index import check_index_type, index_spec, read_metadata, write_index
 
@@ -71,13 +70,27 @@ def identity(preset, dtype: str, device: str) -> dict:
                 dtype=str(resolve_dtype(dtype, dev)))
 
 
-def shard_dir(work: str, i: int, n: int) -> str:
-    return os.path.join(work, f"shard-{i:05d}-of-{n:05d}")
-
-
-def job_fingerprint(s: EncodeSettings, ident: dict, n: int) -> dict:
-    settings = dict(encoder=ident, chunk_size=s.chunk_size, shard_num=n, on_empty=s.on_empty, max_docs=s.max_docs)
-    return fingerprint(settings, {"corpus": s.corpus})
+def check_existing(s: EncodeSettings, fp: dict) -> bool:
+    """True when OUTPUT already holds the index this job would build, intact; an error when it holds another (or a
+    damaged one) and ``--overwrite`` is not given; False when there is none or it is to be replaced."""
+    meta = read_metadata(s.output) if os.path.isdir(s.output) else None
+    if meta is None or s.overwrite:
+        return False
+    sizes = {f: os.path.getsize(os.path.join(s.output, f)) if os.path.isfile(os.path.join(s.output, f)) else None
+             for f in meta.get("sizes", {})}
+    if not sizes or sizes != meta["sizes"]:
+        raise InputError(f"{s.output} holds a damaged index (files missing or of another size than written); pass "
+                         f"--overwrite to rebuild it")
+    changes = describe_changes(meta.get("fingerprint", {}), fp)
+    wanted = index_spec(s.index_type, meta.get("dimension", 0), meta.get("num_docs", 0))
+    if wanted != meta.get("index_type"):
+        changes.append(f"index_type: {meta.get('index_type')} -> {wanted}")
+    if changes:
+        raise InputError(f"{s.output} already holds an index built with other settings, inputs or weights "
+                         f"({'; '.join(changes[:3])}); pass --overwrite (the old index stays until the new one is "
+                         f"complete) or another --output")
+    log(f"index already complete: {s.output} ({meta.get('num_docs')} docs); --overwrite rebuilds it")
+    return True
 
 
 def encode_corpus(s: EncodeSettings, make_encoder, preset, dtype: str = "auto", device: str = "auto") -> Optional[str]:
@@ -91,18 +104,15 @@ def encode_corpus(s: EncodeSettings, make_encoder, preset, dtype: str = "auto", 
     if device == "auto" and os.environ.get("LOCAL_RANK") and n > 1:
         import torch
         device = f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu"
-    ident = identity(preset, dtype, device)
-    fp = job_fingerprint(s, ident, n)
-    meta = read_metadata(s.output) if os.path.isdir(s.output) else None
-    if meta and not s.overwrite:
-        if meta.get("fingerprint") == fp:
-            log(f"index already complete: {s.output} ({meta.get('num_docs')} docs); --overwrite rebuilds it")
-            return s.output
-        raise InputError(f"{s.output} already holds an index built with other settings, inputs or weights; pass "
-                         f"--overwrite (the old index stays until the new one is complete) or another --output")
+    # settings, the weights (in the identity) and the bytes of the corpus files the reader reads (not a whole folder)
+    settings = dict(encoder=identity(preset, dtype, device), chunk_size=s.chunk_size, shard_num=n,
+                    on_empty=s.on_empty, max_docs=s.max_docs)
+    fp = fingerprint(settings, {"corpus": corpus_files(s.corpus)[1]})
+    if check_existing(s, fp):
+        return s.output
     if s.merge and preset.dimension:
         check_index_type(s.index_type, preset.dimension)
-    with Job(shard_dir(s.work, i, n), fp, f"encoding shard {i}/{n}").open(s.overwrite) as job:
+    with Job(os.path.join(s.work, f"shard-{i:05d}-of-{n:05d}"), fp, f"encoding shard {i}/{n}").open(s.overwrite) as job:
         if not job.complete:
             _encode_shard(job, make_encoder, s, i, n)
     return merge(s) if s.merge else None
@@ -203,17 +213,10 @@ def merge(s: EncodeSettings, by_hand: bool = False) -> Optional[str]:
             raise
         log(f"note: {e}")
         return None
-    try:
-        meta = read_metadata(s.output) if os.path.isdir(s.output) else None
+    with lock:
         fp = shards[0][1]["fingerprint"]
-        if meta and not s.overwrite:
-            wanted = index_spec(s.index_type, meta.get("dimension", 0), meta.get("num_docs", 0))
-            if meta.get("fingerprint") == fp and meta.get("index_type") == wanted:
-                log(f"index already complete: {s.output}")
-                return s.output
-            what = f"a {meta.get('index_type')} index" if meta.get("fingerprint") == fp else "another index"
-            raise InputError(f"{s.output} already holds {what}; pass --overwrite to replace it (the old one stays "
-                             f"until the new one is complete)")
+        if check_existing(s, fp):
+            return s.output
         chunks, dims = [], set()
         for d, _ in shards:
             job = Job(d, fp, f"shard {os.path.basename(d)}")
@@ -238,8 +241,11 @@ def merge(s: EncodeSettings, by_hand: bool = False) -> Optional[str]:
                                               for k in ("truncated", "empty", "skipped")})
         write_index(s.output, chunks, load, dims.pop() if dims else 0, info, s.index_type, s.train_size, s.nprobe,
                     s.ef_search)
-        if not s.keep_chunks:
-            shutil.rmtree(s.work, ignore_errors=True)
+        if not s.keep_chunks:  # only what the job made: --work-dir may hold other things
+            for d, _ in shards:
+                shutil.rmtree(d, ignore_errors=True)
+            if os.path.exists(os.path.join(s.work, "merge.LOCK")):
+                os.unlink(os.path.join(s.work, "merge.LOCK"))
+            if not os.listdir(s.work):
+                os.rmdir(s.work)
         return s.output
-    finally:
-        lock.release()

@@ -4,10 +4,9 @@
 * ``query: {query}`` / ``passage: {title} {text}``, truncated to ``max_length - 1`` tokens, EOS appended;
 * the embedding is the final hidden state at that EOS (the last attended token), L2-normalised, float32.
 
-Batches are sorted by length (less padding): at most ``batch_size`` texts and, with ``max_batch_tokens``, at most
-that many padded tokens; results come back in input order. Odd input: text beyond the max length is truncated
-(counted in :attr:`num_truncated`); an empty query is an error; an empty passage is encoded as the prefix alone
-(counted in :attr:`num_empty`).
+Batches are sorted by length (:func:`repllama_pyserini.templates.length_batches`); results come back in input order.
+Text beyond the max length is truncated (counted in :attr:`num_truncated`); an empty query is an error; an empty
+passage is encoded as the prefix alone (counted in :attr:`num_empty`).
 """
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from ..cli import InputError
 from ..formats.corpus import Doc
 from ..models import checkpoint_identity, load_model, load_tokenizer, resolve_model
 from ..presets import resolve
-from ..templates import pad, pool, position_ids
+from ..templates import length_batches, pad, pool, position_ids, tokenize
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
@@ -82,7 +81,6 @@ class RepLLaMAEncoder:
                                                                                  self.preset.base_model),
                     dtype=str(next(self.model.parameters()).dtype))
 
-    # -- texts in, embeddings out
     def encode_queries(self, queries: Sequence[str], max_length: Optional[int] = None,
                        batch_size: Optional[int] = None) -> np.ndarray:
         t = self.query_template
@@ -109,31 +107,15 @@ class RepLLaMAEncoder:
         return self.encode_docs(docs, max_length, batch_size)
 
     def _tokenize(self, texts: List[str], max_length: int) -> List[List[int]]:
-        from ..templates import tokenize
         ids, truncated = tokenize(self.tokenizer, texts, max_length, self.preset.append_eos)
         self.num_truncated += truncated
         return ids
-
-    # -- the model
-    def batches(self, lengths: Sequence[int], batch_size: Optional[int] = None) -> List[np.ndarray]:
-        """Row indices per batch, longest first: at most ``batch_size`` rows and ``max_batch_tokens`` padded tokens."""
-        bs = batch_size or self.batch_size
-        lengths = np.asarray(lengths, dtype=np.int64)
-        order = np.argsort(-lengths, kind="stable")
-        out, start, n = [], 0, len(order)
-        while start < n:
-            end = min(n, start + bs)
-            if self.max_batch_tokens:  # the longest comes first: width = its length
-                end = min(end, start + max(1, self.max_batch_tokens // int(lengths[order[start]])))
-            out.append(order[start:end])
-            start = end
-        return out
 
     @torch.inference_mode()
     def embed_ids(self, ids: Sequence[Sequence[int]], batch_size: Optional[int] = None) -> np.ndarray:
         """Embeddings ``[len(ids), dim]`` (float32), in input order."""
         out = np.empty((len(ids), self.dimension), dtype=np.float32)
-        for rows in self.batches([len(x) for x in ids], batch_size):
+        for rows in length_batches([len(x) for x in ids], batch_size or self.batch_size, self.max_batch_tokens):
             out[rows] = self.forward([ids[i] for i in rows]).cpu().numpy()
         return out
 

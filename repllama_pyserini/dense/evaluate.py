@@ -7,6 +7,7 @@ whose docid is the query id dropped, as Pyserini's ``--remove-query``), evaluate
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Dict, Optional
@@ -17,7 +18,10 @@ from ..formats import beir_dataset, write_run
 def evaluate_encoder(encoder: str, dataset: str = "scifact", data: Optional[str] = None, work: Optional[str] = None,
                      query_max_length: Optional[int] = None, passage_max_length: Optional[int] = None,
                      batch_size: int = 16, output: Optional[str] = None, hits: int = 1000, overwrite: bool = False,
-                     progress: bool = True, dtype: str = "auto", device: str = "auto") -> Dict[str, float]:
+                     progress: bool = True, dtype: str = "auto", device: str = "auto",
+                     **loading) -> Dict[str, float]:
+    """``loading``: more :class:`RepLLaMAEncoder` keywords (``base_model``, ``tokenizer_name``,
+    ``attn_implementation``, ``max_batch_tokens``)."""
     from pyserini.search.faiss import FaissSearcher
     from ..eval import evaluate
     from ..presets import resolve
@@ -27,15 +31,15 @@ def evaluate_encoder(encoder: str, dataset: str = "scifact", data: Optional[str]
     ds = beir_dataset(dataset, data)
     work = os.path.abspath(work or os.path.join("runs", "dense-eval", ds.name))
     t0 = time.time()
-    settings = dict(query_max_length=query_max_length, passage_max_length=passage_max_length)
-    loaded = []
+    settings = dict(query_max_length=query_max_length, passage_max_length=passage_max_length,
+                    base_model=loading.pop("base_model", None), tokenizer_name=loading.pop("tokenizer_name", None))
 
-    def make_encoder():
-        if not loaded:
-            loaded.append(RepLLaMAEncoder(encoder, batch_size=batch_size, dtype=dtype, device=device, **settings))
-        return loaded[0]
+    @functools.cache
+    def make_encoder():  # loaded once, and only when needed
+        return RepLLaMAEncoder(encoder, batch_size=batch_size, dtype=dtype, device=device, **settings, **loading)
 
-    preset, _ = resolve(encoder, "encoder", **settings)
+    preset, _ = resolve(encoder, "encoder", query_max_length=query_max_length, passage_max_length=passage_max_length,
+                        base_model=settings["base_model"], tokenizer=settings["tokenizer_name"])
     index = os.path.join(work, "index")
     encode_corpus(EncodeSettings(output=index, corpus=ds.corpus, overwrite=overwrite, progress=progress),
                   make_encoder, preset, dtype, device)

@@ -1,23 +1,18 @@
 """Faiss indexes that Pyserini's ``FaissSearcher`` opens (``index`` + ``docid``), built from encoded chunks, plus
-``repllama-index.json`` (the encoder, its settings and weights, the corpus fingerprint, counts).
-
-``Flat`` (default) is streamed to disk chunk by chunk; any other Faiss index-factory string (``SQfp16``, ``HNSW32``,
-``IVF4096,PQ64``...; shortcuts ``flat``, ``fp16``, ``hnsw``, ``ivfpq``) is trained on a sample spread over all chunks
-and filled chunk by chunk. The output directory is written whole or not at all: it is built under a temporary name
-and swapped in, so an old index stays usable until the new one is complete and a kill leaves no partial index.
+``repllama-index.json`` (the encoder, its settings and weights, the corpus fingerprint, counts). ``Flat`` (default) is
+streamed to disk chunk by chunk; any other index-factory string (shortcuts ``flat``, ``fp16``, ``hnsw``, ``ivfpq``) is
+trained on a sample spread over all chunks. The directory is built aside and swapped in whole.
 """
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import time
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..cli import InputError, log
-from ..formats.files import atomic_write, make_temp_dir, read_json, write_json
+from ..formats.files import atomic_dir, atomic_write, cleanup_partial, read_json, write_json
 
 METADATA = "repllama-index.json"
 SHORTCUTS = {"flat": "Flat", "fp16": "SQfp16", "hnsw": "HNSW32"}
@@ -118,9 +113,8 @@ def write_index(output: str, chunks: Sequence[Tuple[object, int]], load, d: int,
     check_index_type(index_type, d)
     spec = index_spec(index_type, d, n)
     cleanup_partial(output)
-    tmp = make_temp_dir(output)
     started = time.time()
-    try:
+    with atomic_dir(output) as tmp:
         with atomic_write(os.path.join(tmp, "docid")) as fd_ids:
             if spec == "Flat":
                 with atomic_write(os.path.join(tmp, "index"), "wb", encoding=None) as fi:
@@ -151,38 +145,8 @@ def write_index(output: str, chunks: Sequence[Tuple[object, int]], load, d: int,
                     index.hnsw.efSearch = ef_search or max(index.hnsw.efSearch, 128)
                 with atomic_write(os.path.join(tmp, "index"), "wb", encoding=None) as fi:
                     fi.write(bytes(faiss.serialize_index(index)))
+        sizes = {f: os.path.getsize(os.path.join(tmp, f)) for f in ("index", "docid")}
         write_json(os.path.join(tmp, METADATA), dict(metadata, dimension=d, num_docs=n, index_type=spec,
-                                                     metric="inner_product"))
-        swap_in(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                                                     metric="inner_product", sizes=sizes))
     log(f"wrote {spec} index of {n} x {d} to {output} in {time.time() - started:.1f}s")
     return output
-
-
-def _siblings(output: str, kind: str) -> List[str]:
-    out = os.path.abspath(output)
-    return glob.glob(os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.{kind}-*"))
-
-
-def swap_in(tmp: str, output: str) -> None:
-    """Replace ``output`` by the complete directory ``tmp``: the old one is moved aside, then removed."""
-    if os.path.exists(output):
-        old = f"{os.path.dirname(os.path.abspath(output))}/.{os.path.basename(os.path.abspath(output))}.old-{os.getpid()}"
-        os.rename(output, old)
-        os.rename(tmp, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, output)
-
-
-def cleanup_partial(output: str) -> None:
-    """After a kill: put back an old output moved aside before its replacement was in place; remove temp dirs."""
-    for old in _siblings(output, "old"):
-        if not os.path.exists(output):
-            os.rename(old, output)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-    for tmp in _siblings(output, "tmp"):
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,11 +1,8 @@
 """RepLLaMA behind Pyserini's ``QueryEncoder`` / ``DocumentEncoder`` interfaces, for ``python -m
-pyserini.search.faiss`` and ``python -m pyserini.encode`` (registered by :mod:`repllama_pyserini.plugin`).
-
-Pyserini calls the query encoder with ``encoder_dir, tokenizer_name, device, prefix, fp16`` and the document encoder
-with ``model_name, device`` then ``encode(texts=..., titles=..., max_length=...)``. Settings come from the preset
-named by ``--encoder``; ``--query-prefix`` / ``--prefix`` replace its prefix, and ``pyserini.encode``'s
-``--max-length`` (Pyserini's default 256) is the passage length, as for every Pyserini encoder (``--max-length 156``
-is RepLLaMA's MS MARCO setting). Pooling and normalisation always come from the preset.
+pyserini.search.faiss`` and ``python -m pyserini.encode`` (registered by :mod:`repllama_pyserini.plugin`). Settings
+come from the preset named by ``--encoder``: ``--query-prefix`` / ``--prefix`` replace its prefix and
+``pyserini.encode``'s ``--max-length`` (Pyserini's default 256; RepLLaMA's MS MARCO setting is 156) is the passage
+length; pooling and normalisation are always the preset's.
 """
 from __future__ import annotations
 

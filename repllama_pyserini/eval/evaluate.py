@@ -3,6 +3,7 @@ without judgments are ignored, a ranking is the run in trec_eval's order (score 
 descending) and ``-M k`` keeps its top k (pytrec_eval has no ``-M``: the run is cut here, in the same order)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -32,10 +33,8 @@ def load_qrels(qrels: Union[str, Qrels], data: Optional[str] = None) -> Tuple[Qr
     if isinstance(qrels, (str, os.PathLike)):
         path = str(qrels)
         if not os.path.exists(path) and "/" not in path and os.sep not in path:
-            try:
+            with contextlib.suppress(InputError):
                 path = collection_files(path, data)[1]
-            except InputError:
-                pass
         if not os.path.isfile(path):
             raise InputError(f"qrels not found: {qrels}")
         return read_qrels(path), path

@@ -21,29 +21,10 @@ use them). trec_eval's own names are accepted too (``ndcg_cut.10``, ``recip_rank
 ``map_cut.100``, ``success.10``, ``ndcg``). Options are suffixes: ``:l2`` is ``-l 2`` (a document is relevant when
 its judgment is >= 2), ``:M100`` is ``-M 100`` (only the top 100 of each ranking are evaluated); e.g. ``R@1000:l2``.
 
-Semantics, identical to trec_eval:
-
-* ``-c``: every query of the qrels counts; one without results scores 0. (pytrec_eval alone averages over the
-  queries it evaluated; here the mean is always taken over all qrels queries.) Run queries absent from the qrels
-  are ignored.
-* A ranking is the run sorted by score descending, ties broken by docid descending (reverse lexicographic, as
-  trec_eval's ``strcmp``); the ranks written in a run file are ignored. ``-M k`` keeps the top k of that ranking.
-  pytrec_eval sorts the same way internally but has no ``-M``: the run is cut here, with the same ordering.
-
-Conventions are the collections' rules of Pyserini's 2CR (``pyserini/2cr/msmarco.py``, ``beir.py``): a metric list
-plus per-measure defaults (``-l 2`` for MAP/recall on DL passage, ``-M 100`` for MAP on DL doc) that also apply to
-metrics asked for explicitly with the preset, unless they carry their own ``:l``/``:M``.
-
-The conventions are inferred from the qrels file name when neither metrics nor conventions are given.
-
-CLI::
-
-    python -m repllama_pyserini.eval --run RUN [RUN ...] --qrels QRELS [--metrics M ...] [--preset P]
-                                     [--topics TOPICS] [--json out.json] [--per-query]
-
-``--qrels`` also takes a collection name (``dl19-passage``, ``beir-v1.0.0-scifact``...) found in the data folder.
-``--topics``: every judged query must be in the topics file, else it is an error (a topics/qrels mismatch would
-silently score the missing queries 0 under ``-c``).
+Semantics are trec_eval's with ``-c`` (see :mod:`.evaluate`). Conventions are the collections' rules of Pyserini's
+2CR (``pyserini/2cr/msmarco.py``, ``beir.py``): a metric list plus per-measure defaults (``-l 2`` for MAP/recall on DL
+passage, ``-M 100`` for MAP on DL doc) that also apply to metrics asked for explicitly, unless they carry their own
+``:l``/``:M``; without metrics or conventions, those the qrels file name implies.
 """
 from __future__ import annotations
 
@@ -54,6 +35,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from ..cli import InputError
 from ..formats.collections import COLLECTIONS, canonical, conventions_of_qrels
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -160,12 +142,9 @@ def default_name(m: Metric) -> str:
     return name
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Conventions (Pyserini 2CR)
-# ---------------------------------------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class Conventions:
+    """A collection's Pyserini 2CR conventions."""
     name: str
     metrics: Tuple[str, ...]
     rel_level: Mapping[str, int] = field(default_factory=dict)  # trec_eval measure -> -l

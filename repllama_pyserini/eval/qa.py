@@ -1,12 +1,7 @@
-"""Open-domain QA retrieval metrics (DPR / UPR / Q-PEFT papers), next to the trec_eval ones (``--qa`` of the CLI).
-
-- ``HR@k`` (top-k accuracy, "hit ratio"): the fraction of questions with at least one answer-bearing passage in
-  the top k; every question counts (one with no answer-bearing candidate scores 0), as DPR reports it.
-- ``Recall@k``: per question, the answer-bearing passages in the top k over all answer-bearing passages among
-  its candidates, averaged over the questions that have at least one.
-
-"Answer-bearing" is DPR's ``has_answer`` flag, or, for a TREC run, a qrels judgment > 0
-(:func:`run_qa_metrics`).
+"""Open-domain QA retrieval metrics (DPR / UPR / Q-PEFT papers; ``--qa`` of the CLI): ``HR@k``, the fraction of
+questions with an answer-bearing passage in the top k (every question counts), and ``Recall@k``, the answer-bearing
+passages in the top k over all of a question's answer-bearing candidates, averaged over the questions with one.
+Answer-bearing: DPR's ``has_answer``, or a qrels judgment > 0 for a TREC run (:func:`run_qa_metrics`).
 """
 from __future__ import annotations
 

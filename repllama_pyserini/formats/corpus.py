@@ -7,9 +7,8 @@
 * a folder: BEIR (``corpus.jsonl[.gz]``), a Pyserini JsonCollection (``*.jsonl``/``*.json``, sorted) or TSV files;
 * a Lucene index built with ``--storeRaw`` (documents fetched by docid).
 
-Rules, the same for every command: a docid must be non-empty without whitespace (runs and Pyserini's docid file are
-whitespace-separated), a docid may appear once (a second copy is an error naming both places), a document may be
-empty (counted by the commands that care). Every error is ``file:line: what``.
+The same rules for every command (``docs/reliability.md``): a docid is non-empty, without whitespace and unique; a
+document may be empty (counted by the commands that care); every error is ``file:line: what``.
 """
 from __future__ import annotations
 
@@ -157,15 +156,9 @@ def iter_corpus(path: str, unique: bool = True) -> Iterator[Tuple[str, Doc, str]
 
 def count_docs(path: str) -> Optional[int]:
     """Non-blank lines of a file corpus, counted from raw bytes (for progress bars); None for a Lucene index."""
-    import gzip
+    from .files import count_lines
     layout, files = corpus_files(path)
-    if layout == "lucene":
-        return None
-    n = 0
-    for f in files:
-        with (gzip.open(f, "rb") if f.endswith(".gz") else open(f, "rb")) as fh:
-            n += sum(1 for line in fh if line.strip())
-    return n
+    return None if layout == "lucene" else sum(count_lines(f) for f in files)
 
 
 def load_docs(path: str, docids: Iterable[str], progress: bool = True) -> Dict[str, Doc]:

@@ -1,14 +1,16 @@
 """Files: reading text (plain or gzipped, UTF-8, errors as ``file:line``), atomic writes, temp-then-rename
-directories, content fingerprints."""
+directories (swapped in whole; a kill's leftovers cleaned up), content fingerprints."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from typing import IO, Iterable, Iterator, Optional, Tuple
+from typing import IO, Iterable, Iterator, List, Optional, Tuple
 
 from ..cli import InputError
 
@@ -19,9 +21,15 @@ def require_file(path: str, what: str = "file") -> str:
     return path
 
 
-def _open_binary(path: str) -> IO[bytes]:
+@contextlib.contextmanager
+def _open_binary(path: str) -> Iterator[IO[bytes]]:
+    """A plain or gzipped file's bytes; a read error (a truncated .gz...) becomes ``path: cannot read (...)``."""
     require_file(path)
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    try:
+        with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
+            yield f
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise InputError(f"{path}: cannot read ({e})") from None
 
 
 def _decode(raw: bytes, path: str, lineno: int, offset: int) -> str:
@@ -33,16 +41,24 @@ def _decode(raw: bytes, path: str, lineno: int, offset: int) -> str:
                          f"UTF-8") from None
 
 
+BOM = b"\xef\xbb\xbf"
+
+
 def iter_lines(path: str) -> Iterator[Tuple[int, str]]:
-    """``(line number, line without its newline)`` of every line of a plain or gzipped UTF-8 text file."""
+    """``(line number, line without its newline)`` of every line of a plain or gzipped UTF-8 text file (a UTF-8
+    byte-order mark at the start is dropped)."""
     offset = 0
-    try:
-        with _open_binary(path) as f:
-            for lineno, raw in enumerate(f, 1):
-                yield lineno, _decode(raw, path, lineno, offset).rstrip("\r\n")
-                offset += len(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise InputError(f"{path}: cannot read ({e})") from None
+    with _open_binary(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            skip = 3 if lineno == 1 and raw.startswith(BOM) else 0
+            yield lineno, _decode(raw[skip:], path, lineno, offset + skip).rstrip("\r\n")
+            offset += len(raw)
+
+
+def count_lines(path: str) -> int:
+    """Non-blank lines, counted from raw bytes."""
+    with _open_binary(path) as f:
+        return sum(1 for line in f if line.strip())
 
 
 def first_line(path: str) -> str:
@@ -58,7 +74,7 @@ def read_text(path: str) -> str:
     with _open_binary(path) as f:
         raw = f.read()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         lineno = raw.count(b"\n", 0, e.start) + 1
         raise InputError(f"{path}:{lineno}: not UTF-8 (byte offset {e.start}); convert the file to UTF-8") from None
@@ -93,13 +109,10 @@ def jsonl_records(path: str) -> Iterator[Tuple[str, dict]]:
 
 def current_umask() -> int:
     """The process umask, read without changing it where Linux shows it."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -158,6 +171,47 @@ def make_temp_dir(final: str) -> str:
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(final))}.tmp-")
     os.chmod(tmp, 0o777 & ~current_umask())
     return tmp
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str):
+    """A temporary directory (see :func:`make_temp_dir`) swapped in as ``final`` when the block completes, removed
+    if it fails."""
+    tmp = make_temp_dir(final)
+    try:
+        yield tmp
+        swap_in(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _siblings(output: str, kind: str) -> List[str]:
+    out = os.path.abspath(output)
+    return glob.glob(os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.{kind}-*"))
+
+
+def swap_in(tmp: str, output: str) -> None:
+    """Replace ``output`` by the complete directory ``tmp``: the old one is moved aside, then removed."""
+    if os.path.exists(output):
+        out = os.path.abspath(output)
+        old = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.old-{os.getpid()}")
+        os.rename(output, old)
+        os.rename(tmp, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, output)
+
+
+def cleanup_partial(output: str) -> None:
+    """After a kill: put back an old output moved aside before its replacement was in place; remove temp dirs."""
+    for old in _siblings(output, "old"):
+        if not os.path.exists(output):
+            os.rename(old, output)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in _siblings(output, "tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sha256_file(path: str, block: int = 1 << 22) -> str:

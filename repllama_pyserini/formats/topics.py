@@ -36,8 +36,9 @@ def read_topics(path: str) -> Dict[str, str]:
     first: Dict[str, str] = {}
     empty = []
     for where, qid, text in _items(path):
-        if not qid:
-            raise InputError(f"{where}: empty query id")
+        if not qid or any(c.isspace() for c in qid):
+            raise InputError(f"{where}: query id {qid!r} is empty or contains whitespace (TREC runs are "
+                             f"whitespace-separated)")
         if qid in first:
             raise InputError(f"{where}: query id {qid!r} appears a second time (first at {first[qid]})")
         first[qid] = where

@@ -1,6 +1,6 @@
 """Fuse first-stage runs (BM25 + RepLLaMA...) with Pyserini's own fusion code, one CLI, a TREC run out.
 
-    python -m repllama_pyserini.fusion --runs bm25.trec repllama.trec --method rrf --k 60 --depth 1000 \\
+    python -m repllama_pyserini.fusion --runs bm25.trec repllama.trec --method rrf --rrf.k 60 --depth 1000 \\
         --output fused.trec
     python -m repllama_pyserini.fusion --runs bm25.trec repllama.trec --method interpolation --alpha 0.5 ...
     python -m repllama_pyserini.fusion --runs bm25.trec repllama.trec --method hybrid --alpha 0.1 ...
@@ -13,15 +13,15 @@ Methods:
                  alpha * sparse + dense (``--weight-on-dense``: sparse + alpha * dense), a document missing from
                  one side gets that side's minimum score; ``--normalization`` as in Pyserini's hybrid search.
 
-Runs are TREC files (checked line by line by :mod:`repllama_pyserini.formats.runs`, then read by
-``pyserini.trectools.TrecRun``) or rank_llm candidate files
-(``retrieve_results_*.json[.gz]``, converted with their ranks and scores). ``--depth``: results of each input
-run considered per topic; ``--hits``: results written per topic. Ties are broken by docid ascending, as in
-Pyserini's merge (so ranks equal Pyserini's; trec_eval re-sorts ties itself).
-The output keeps full float precision (RRF scores differ in the 7th decimal deep in a ranking).
+Runs are TREC files (checked line by line, then read by ``pyserini.trectools.TrecRun``) or rank_llm candidate files
+(``retrieve_results_*.json[.gz]``, converted with their ranks and scores). ``--depth``: results of each input run
+considered per topic; ``--k``: results written per topic (``--rrf.k``: the RRF constant). Ties are broken by docid
+ascending, as in Pyserini's merge (so ranks equal Pyserini's). The output keeps full float precision (RRF scores
+differ in the 7th decimal deep in a ranking).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from typing import Optional, Sequence
@@ -83,24 +83,18 @@ def fuse(runs: list, method: str = "rrf", alpha: Optional[float] = None, rrf_k: 
                   weight_on_dense=weight_on_dense)
 
 
-class _Hit:
-    __slots__ = ("docid", "score")
-
-    def __init__(self, docid: str, score: float):
-        self.docid, self.score = docid, score
-
-
 def hybrid(sparse, dense, alpha: float = 0.1, depth: Optional[int] = 1000, hits: Optional[int] = 1000,
            normalization: bool = False, weight_on_dense: bool = False):
     """Pyserini's dense + sparse hybrid (``HybridSearcher._hybrid_results``) on two ``TrecRun`` objects: the top
     ``depth`` of each side per topic, in file order; output sorted by score, ties by docid."""
     import pandas as pd
+    from pyserini.search.faiss import DenseSearchResult
     from pyserini.search.hybrid import HybridSearcher
     from pyserini.trectools import TrecRun
 
     def per_topic(run):
         df = run.run_data.sort_values(["topic", "rank"], kind="stable")
-        return {t: [_Hit(d, float(s)) for d, s in zip(g["docid"], g["score"])][:depth]
+        return {t: [DenseSearchResult(d, float(s)) for d, s in zip(g["docid"], g["score"])][:depth]
                 for t, g in df.groupby("topic", sort=False)}
 
     s_hits, d_hits = per_topic(sparse), per_topic(dense)
@@ -118,13 +112,9 @@ def hybrid(sparse, dense, alpha: float = 0.1, depth: Optional[int] = 1000, hits:
 def write_fused(trec_run, path: str, tag: str = "fusion") -> None:
     """Write a fused ``TrecRun`` atomically: per topic by score (ties by docid), ranks from 1, full precision."""
     df = trec_run.run_data
-    order = sorted(range(len(df)), key=lambda i: (str(df["topic"].iat[i]), -float(df["score"].iat[i]),
-                                                  str(df["docid"].iat[i])))
-    topics, docids, scores = df["topic"].tolist(), df["docid"].tolist(), df["score"].tolist()
+    rows = sorted(zip(map(str, df["topic"]), map(float, df["score"]), map(str, df["docid"])),
+                  key=lambda r: (r[0], -r[1], r[2]))
     with atomic_write(path) as f:
-        last, rank = None, 0
-        for i in order:
-            t = str(topics[i])
-            rank = rank + 1 if t == last else 1
-            last = t
-            f.write(f"{t} Q0 {docids[i]} {rank} {float(scores[i])!r} {tag}\n")
+        for topic, hits in itertools.groupby(rows, key=lambda r: r[0]):
+            for rank, (_, score, docid) in enumerate(hits, 1):
+                f.write(f"{topic} Q0 {docid} {rank} {score!r} {tag}\n")

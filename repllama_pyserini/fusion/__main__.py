@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..cli import InputError, run_cli
+from ..cli import InputError, log, positive, run_cli
 from . import METHODS, __doc__ as DOC, fuse, load_runs, write_fused
 
 
@@ -17,10 +16,10 @@ def main(argv=None) -> None:
     p.add_argument("--alpha", type=float, default=None,
                    help="interpolation: alpha * run1 + (1 - alpha) * run2 (default 0.5); "
                         "hybrid: alpha * sparse + dense (default 0.1, Pyserini's)")
-    p.add_argument("--k", "--rrf-k", "--rrf.k", dest="rrf_k", type=int, default=60,
-                   help="RRF constant k (default 60; Pyserini's --rrf.k)")
+    p.add_argument("--rrf.k", "--rrf-k", dest="rrf_k", type=int, default=60, help="RRF constant (default 60)")
     p.add_argument("--depth", type=int, default=1000, help="results of each input run considered per topic")
-    p.add_argument("--hits", type=int, default=1000, help="results written per topic (Pyserini's --k)")
+    p.add_argument("--k", "--hits", dest="hits", type=int, default=1000,
+                   help="results written per topic (default 1000; Pyserini's --k)")
     p.add_argument("--resort", action="store_true", help="re-rank each input by score before fusing "
                                                          "(Pyserini's --resort; default: ranks as in the files)")
     p.add_argument("--normalization", action="store_true", help="hybrid: Pyserini's score normalisation")
@@ -29,8 +28,7 @@ def main(argv=None) -> None:
     p.add_argument("--tag", "--runtag", dest="tag", default=None, help="run tag (default: the method)")
     args = p.parse_args(argv)
     for n in ("depth", "hits", "rrf_k"):
-        if getattr(args, n) < 1:
-            raise InputError(f"--{n.replace('_', '-')} must be >= 1")
+        positive(n, getattr(args, n))
     if args.alpha is not None and not 0.0 <= args.alpha <= (1.0 if args.method == "interpolation" else float("inf")):
         raise InputError(f"--alpha {args.alpha} out of range for {args.method}")
     runs = load_runs(args.runs, resort=args.resort)
@@ -38,8 +36,7 @@ def main(argv=None) -> None:
                  normalization=args.normalization, weight_on_dense=args.weight_on_dense)
     write_fused(fused, args.output, tag=args.tag or args.method)
     n_topics = fused.run_data["topic"].nunique()
-    print(f"wrote {args.output}: {args.method} of {len(runs)} runs, {n_topics} topics, {len(fused.run_data)} hits",
-          file=sys.stderr)
+    log(f"wrote {args.output}: {args.method} of {len(runs)} runs, {n_topics} topics, {len(fused.run_data)} hits")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,10 @@
-"""Q-PEFT / UPR command line.
+"""Q-PEFT / UPR command line (``docs/qpeft.md``).
 
     # train a module (Tevatron JSONL or DPR JSON; BM25 negatives mined with Pyserini when the file has none)
     python -m repllama_pyserini.qpeft train --model LLM --variant R --train train.jsonl[.gz] \\
         --corpus CORPUS [--bm25-index DIR] [--qrels QRELS] --output runs/qpeft-r [--max-minutes 10] [--overwrite]
-
-    # rerank a TREC run / rank_llm candidates (the RankLLaMA CLI's inputs; resumable per query)
-    python -m repllama_pyserini.qpeft rerank --model LLM --prompt upr --run RUN --topics T --corpus C --output OUT
-    python -m repllama_pyserini.qpeft rerank --module runs/qpeft-r --candidates retrieve_results_BM25_dl19.json.gz \\
-        --output run.qpeft-r.trec [--depth 100]
-    # several modules in one pass (document prefixes shared): --module A B --output outA outB
-
+    # rerank a TREC run / rank_llm candidates (the RankLLaMA CLI's inputs; resumable); several modules in one pass
+    python -m repllama_pyserini.qpeft rerank --module runs/qpeft-r [...] --run RUN --topics T --corpus C --output OUT
     # rerank DPR retriever results (JSON out, HR@k / Recall@k before and after)
     python -m repllama_pyserini.qpeft rerank-dpr --module runs/qpeft-r --input nq-test.json --output out.json
 
@@ -21,17 +16,12 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
-from ..cli import InputError, add_job_args, run_cli
+from ..cli import InputError, add_job_args, log, positive, run_cli
 from ..formats import read_qrels
 from ..formats.files import atomic_write
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _model_args(p) -> None:
@@ -46,13 +36,22 @@ def _model_args(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
+def _rerank_args(p) -> None:
+    _model_args(p)
+    p.add_argument("--module", nargs="+", help="Q-PEFT module dir(s) or training output dir(s)")
+    p.add_argument("--prompt", choices=("upr", "qpeft"), default=None, help="default: qpeft with a module, else upr")
+    p.add_argument("--depth", type=int, default=100)
+    p.add_argument("--sample-queries", type=int, default=None, help="rerank a seeded sample of N queries")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--padding-side", choices=("left", "right"), default="right")
+
+
 def _set_threads(args) -> None:
     if getattr(args, "threads", None):
         import torch
         torch.set_num_threads(args.threads)
 
 
-# ----------------------------------------------------------------------------------------------------- train
 def cmd_train(args) -> None:
     from ..models import load_model, load_tokenizer
     from ..formats.dpr import read_training
@@ -78,7 +77,7 @@ def cmd_train(args) -> None:
         qrels = read_qrels(args.qrels) if args.qrels else None
         n = add_bm25_negatives(missing, args.corpus, args.bm25_index, depth=args.negatives_depth,
                                n=args.negatives, qrels=qrels, seed=args.seed)
-        _log(f"mined BM25 negatives for {n}/{len(missing)} examples")
+        log(f"mined BM25 negatives for {n}/{len(missing)} examples")
     cfg = TrainConfig(variant=args.variant, k=args.k, max_pairs=args.max_pairs, num_heads=args.heads,
                       dropout=args.dropout, max_doc_tokens=args.max_doc_tokens or 256,
                       max_query_tokens=args.max_query_tokens or 64, batch_size=args.train_batch_size, lr=args.lr,
@@ -88,36 +87,39 @@ def cmd_train(args) -> None:
                       eval_every=args.eval_every, patience=args.patience, dev_negatives=args.dev_negatives,
                       seed=args.seed, early_stopping=args.early_stopping,
                       gradient_checkpointing=args.gradient_checkpointing)
-    summary = None if args.overwrite else completed_run(args.output, cfg, train_ex, dev_ex, args.model, _log)
+    summary = None if args.overwrite else completed_run(args.output, cfg, train_ex, dev_ex, args.model, log)
     if summary is None:  # (a finished run is reported without loading the LLM)
         tok = load_tokenizer(args.tokenizer or args.model)
         lm, _ = load_model(args.model, kind="causal", base_model=args.base_model, dtype=args.dtype,
                            device=args.device, attn_implementation="sdpa", pad_token_id=tok.pad_token_id)
-        _log(f"training Q-PEFT-{cfg.variant} on {len(train_ex)} queries (dev {len(dev_ex)}) with {args.model}")
+        log(f"training Q-PEFT-{cfg.variant} on {len(train_ex)} queries (dev {len(dev_ex)}) with {args.model}")
         summary = train(lm, tok, train_ex, dev_ex, args.output, cfg, overwrite=args.overwrite,
-                        base_model=args.model, log=_log, progress=args.progress)
+                        base_model=args.model, log=log, progress=args.progress)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
 
-# ---------------------------------------------------------------------------------------------------- rerank
 def _sample_qids(qids: List[str], n: Optional[int], seed: int) -> List[str]:
     if not n or n >= len(qids):
         return qids
     return sorted(random.Random(seed).sample(sorted(qids), n))
 
 
+def _reranker_args(args, modules) -> dict:
+    return dict(model_name_or_path=args.model, module=modules or None, prompt=args.prompt, base_model=args.base_model,
+                dtype=args.dtype, device=args.device, max_doc_tokens=args.max_doc_tokens,
+                max_query_tokens=args.max_query_tokens, padding_side=args.padding_side)
+
+
 def _reranker(args, modules):
     from .rerank import QPeftReranker
-    return QPeftReranker.from_pretrained(args.model, module=modules or None, prompt=args.prompt,
-                                         tokenizer=args.tokenizer, base_model=args.base_model, dtype=args.dtype,
-                                         device=args.device, max_doc_tokens=args.max_doc_tokens,
-                                         max_query_tokens=args.max_query_tokens, depth=args.depth,
-                                         batch_size=args.batch_size, padding_side=args.padding_side)
+    return QPeftReranker.from_pretrained(tokenizer=args.tokenizer, depth=args.depth, batch_size=args.batch_size,
+                                         **_reranker_args(args, modules))
 
 
 def cmd_rerank(args) -> None:
     from ..rerank.__main__ import read_inputs
     from ..rerank.base import rerank_job
+    from .rerank import QPeftReranker
     _set_threads(args)
     modules = args.module or []
     if len(args.output) != max(1, len(modules)):
@@ -125,14 +127,15 @@ def cmd_rerank(args) -> None:
     topics, run, docs = read_inputs(args, args.depth, progress=False)
     keep = _sample_qids([q for q in run if q in topics], args.sample_queries, args.seed)
     run, topics = {q: run[q] for q in keep}, {q: topics[q] for q in keep}
-    reranker = _reranker(args, modules)
+    identity = QPeftReranker.planned_identity(**_reranker_args(args, modules))
+    name = "upr" if not modules else "qpeft"
+    tags = [args.tag or (name if len(args.output) == 1 else os.path.basename(o)) for o in args.output]
     t0 = time.perf_counter()
-    tags = [args.tag or (reranker.name if len(args.output) == 1 else os.path.basename(o)) for o in args.output]
-    stats = rerank_job(lambda: reranker, reranker.identity(), topics, run, docs, args.depth, args.output, tags,
-                       heads=reranker.heads, on_missing=args.on_missing, overwrite=args.overwrite,
-                       progress=args.progress)
+    stats = rerank_job(lambda: _reranker(args, modules), identity, topics, run, docs, args.depth, args.output, tags,
+                       heads=max(1, len(modules)), on_missing=args.on_missing, overwrite=args.overwrite,
+                       progress=args.progress, chunk_pairs=args.chunk_pairs)
     if stats is not None:
-        _log(f"wrote {', '.join(args.output)}: {stats.summary()} ({len(reranker.modules)} scorer(s), "
+        log(f"wrote {', '.join(args.output)}: {stats.summary()} ({max(1, len(modules))} scorer(s), "
              f"{time.perf_counter() - t0:.1f} s)")
 
 
@@ -165,12 +168,11 @@ def cmd_rerank_dpr(args) -> None:
         records.append({"question": ex.query, "answers": ex.answers, "ctxs": out_ctxs})
     with atomic_write(args.output) as f:
         json.dump(records, f, ensure_ascii=False, indent=1)
-    ks = [k for k in args.ks]
-    report = {"first_stage": qa_metrics(before, ks), "reranked": qa_metrics(after, ks), "questions": len(records)}
+    report = {"first_stage": qa_metrics(before, args.ks), "reranked": qa_metrics(after, args.ks),
+              "questions": len(records)}
     print(json.dumps(report, indent=1))
 
 
-# ------------------------------------------------------------------------------------------------------ eval
 def main(argv=None) -> None:
     from ..rerank.__main__ import add_input_args
     p = argparse.ArgumentParser(prog="python -m repllama_pyserini.qpeft", description=__doc__,
@@ -179,7 +181,7 @@ def main(argv=None) -> None:
 
     t = sub.add_parser("train", help="train a Q-PEFT module (R or A) against a frozen LLM")
     _model_args(t)
-    t.add_argument("--variant", choices=("R", "A", "r", "a"), default="R", type=str)
+    t.add_argument("--variant", choices=("R", "A"), default="R", type=str.upper)
     t.add_argument("--train", required=True, help="Tevatron JSONL(.gz) or DPR JSON")
     t.add_argument("--dev", help="dev file (same formats); default: --dev-fraction of --train")
     t.add_argument("--dev-fraction", type=float, default=0.1)
@@ -222,40 +224,25 @@ def main(argv=None) -> None:
     t.set_defaults(fn=cmd_train)
 
     r = sub.add_parser("rerank", help="rerank a TREC run or rank_llm candidates (UPR or Q-PEFT)")
-    _model_args(r)
-    r.add_argument("--module", nargs="+", help="Q-PEFT module dir(s) or training output dir(s)")
-    r.add_argument("--prompt", choices=("upr", "qpeft"), default=None, help="default: qpeft with a module, else upr")
+    _rerank_args(r)
     add_input_args(r)
     r.add_argument("--output", nargs="+", required=True, help="one reranked run per module")
-    r.add_argument("--depth", type=int, default=100)
-    r.add_argument("--sample-queries", type=int, default=None, help="rerank a seeded sample of N queries")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--padding-side", choices=("left", "right"), default="right")
     r.add_argument("--tag")
+    r.add_argument("--chunk-pairs", type=int, default=1024, help="pairs per saved chunk (default 1024)")
     add_job_args(r)
     r.set_defaults(fn=cmd_rerank)
 
     d = sub.add_parser("rerank-dpr", help="rerank DPR retriever results; HR@k / Recall@k before and after")
-    _model_args(d)
-    d.add_argument("--module", nargs="+")
-    d.add_argument("--prompt", choices=("upr", "qpeft"), default=None)
+    _rerank_args(d)
     d.add_argument("--input", required=True)
     d.add_argument("--output", required=True)
-    d.add_argument("--depth", type=int, default=100)
-    d.add_argument("--sample-queries", type=int, default=None)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--padding-side", choices=("left", "right"), default="right")
     d.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20, 50, 100])
     d.add_argument("--no-progress", dest="progress", action="store_false")
     d.set_defaults(fn=cmd_rerank_dpr)
 
     args = p.parse_args(argv)
-    if getattr(args, "variant", None):
-        args.variant = args.variant.upper()
     for n in ("depth", "batch_size", "max_doc_tokens", "max_query_tokens", "sample_queries"):
-        v = getattr(args, n, None)
-        if v is not None and v < 1:
-            raise InputError(f"--{n.replace('_', '-')} must be >= 1")
+        positive(n, getattr(args, n, None))
     args.fn(args)
 
 

@@ -28,7 +28,7 @@ def add_bm25_negatives(examples: Sequence[Group], corpus: str, index_dir: Option
         if e.qid in topics and topics[e.qid] != e.query:
             raise InputError(f"duplicate query id {e.qid!r} with different texts")
         topics[e.qid] = e.query
-        positives[e.qid] = [{"docid": p.docid, "title": p.title, "text": p.text} for p in e.positives]
+        positives[e.qid] = e.positives
     with tempfile.TemporaryDirectory(prefix="qpeft-negatives-") as tmp:
         out = os.path.join(tmp, "negatives.jsonl")
         mine(corpus, out, topics=topics, qrels=qrels, input_positives=positives, index=index_dir, depth=depth,

@@ -1,23 +1,13 @@
-"""The trainable Q-PEFT module: query-dependent hint embeddings H for a frozen LLM.
-
-- E': a trainable copy of the LLM's input embedding matrix (fp32 master weights)
-- MLP: Linear(D, D) -> ReLU -> Linear(D, D)
-- variant ``R`` (retrieval): S = sigmoid(cos(E'[query tokens], E[document tokens])) (real tokens only, pair by pair); the top
-  min(max_pairs, Lq*Ld) (query, document) token pairs, mapped to their document token ids, deduplicated, special /
-  whitespace / punctuation tokens dropped, the first k kept; H = MLP(E'[``hints:`` + those ids + ``\\n``])
-- variant ``A`` (attention): multi-head attention (2 heads, dropout 0.1), query = E'[query tokens],
-  key = value = E[document tokens] (padding masked); H = MLP([E'(``hints:``); attention output; E'(``\\n``)])
-
-Saved on its own (:meth:`QPeftModule.save`): ``qpeft_config.json`` + ``qpeft.safetensors`` holding the MLP (and
-attention) weights and only the rows of E' that differ from the LLM's E (index + rows), so a module is a few MB
-whatever the vocabulary; :func:`load_module` rebuilds E' from the LLM it is loaded with (checked against a
-fingerprint of the E it was trained with).
+"""The trainable Q-PEFT module: query-dependent hint embeddings H for a frozen LLM, from E' (a trainable fp32 copy
+of the LLM's input embeddings), an MLP and, for variant ``A``, attention; variant ``R`` retrieves hint tokens.
+Saved on its own (``qpeft_config.json`` + ``qpeft.safetensors``: the MLP/attention weights and only the rows of E'
+that differ from the LLM's E); :func:`load_module` rebuilds E' from the LLM, checked against a fingerprint of the
+E it was trained with. The variants and the format: ``docs/qpeft.md``.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Callable, List, Optional, Sequence
 
@@ -25,7 +15,7 @@ import torch
 from torch import nn
 
 from ..cli import InputError
-from ..formats.files import make_temp_dir
+from ..formats.files import atomic_dir
 
 VARIANTS = ("R", "A")
 CONFIG_NAME = "qpeft_config.json"
@@ -172,11 +162,7 @@ class QPeftModule(nn.Module):
         pre_e = self.embed(torch.tensor(pre, dtype=torch.long, device=dev))
         suf_e = self.embed(torch.tensor(suf, dtype=torch.long, device=dev))
         seqs = [torch.cat([pre_e, att[i, :len(query_ids[i])], suf_e], 0) for i in range(len(query_ids))]
-        width = max(s.shape[0] for s in seqs)
-        x = att.new_zeros((len(seqs), width, att.shape[-1]))
-        for i, s in enumerate(seqs):
-            x[i, :s.shape[0]] = s
-        h = self.mlp(x)
+        h = self.mlp(nn.utils.rnn.pad_sequence(seqs, batch_first=True))
         return [h[i, :s.shape[0]] for i, s in enumerate(seqs)]
 
     def save(self, out_dir: str, frozen_weight: torch.Tensor) -> str:
@@ -191,21 +177,10 @@ class QPeftModule(nn.Module):
         changed = (e != base).any(1).nonzero()[:, 0]
         tensors["embed_delta.index"] = changed.contiguous()
         tensors["embed_delta.rows"] = e[changed].contiguous()
-        tmp = make_temp_dir(out_dir)
-        try:
+        with atomic_dir(out_dir) as tmp:
             save_file(tensors, os.path.join(tmp, WEIGHTS_NAME), metadata={"format": self.config.format})
             with open(os.path.join(tmp, CONFIG_NAME), "w", encoding="utf-8") as f:
                 json.dump(asdict(self.config), f, indent=2)
-            if os.path.isdir(out_dir):
-                old = tmp + ".old"
-                os.replace(out_dir, old)
-                os.replace(tmp, out_dir)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out_dir
 
 

@@ -1,27 +1,18 @@
-"""Query-likelihood reranking (UPR zero-shot, or Q-PEFT with a trained module) with the same interface as
-RankLLaMA's: :class:`QPeftReranker` is a :class:`repllama_pyserini.rerank.Reranker`, so ``rerank(query, hits)``,
-``rerank_run(topics, run, docs, job_dir=...)`` (resumable) and the multi-stage pipeline work
-unchanged; the run/corpus/candidates plumbing of ``python -m repllama_pyserini.rerank`` is reused by the
-``rerank`` command of ``python -m repllama_pyserini.qpeft``.
-
-    from repllama_pyserini.qpeft import QPeftReranker
-    upr = QPeftReranker.from_pretrained("path/to/causal-lm", prompt="upr")
-    qpeft = QPeftReranker.from_pretrained(module="runs/qpeft-r/module")   # base LLM from the module's config
-    for h in qpeft.rerank(query, hits):      # h.docid, h.score (mean query log-likelihood), h.first_stage_score
-        ...
-"""
+"""Query-likelihood reranking (UPR zero-shot, or Q-PEFT with trained modules): :class:`QPeftReranker` is a
+:class:`repllama_pyserini.rerank.Reranker`, so ``rerank(query, hits)``, resumable ``rerank_run`` and the pipeline work
+as with RankLLaMA (``docs/qpeft.md``)."""
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from typing import List, Optional, Sequence
+import os
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
 from ..cli import InputError
 from ..rerank.base import Reranker
 from ..templates import as_doc
-from .module import QPeftModule, load_module, read_config
+from .module import CONFIG_NAME, QPeftModule, load_module, read_config
 from .scoring import PROMPTS, PromptEncoder, QueryLikelihoodScorer
 
 DEFAULT_DEPTH = 100
@@ -29,8 +20,7 @@ DEFAULT_DEPTH = 100
 
 def resolve_module_dir(path: str) -> str:
     """A module directory, or a training output directory (its ``module/``)."""
-    import os
-    if os.path.isdir(os.path.join(path, "module")) and not os.path.isfile(os.path.join(path, "qpeft_config.json")):
+    if os.path.isdir(os.path.join(path, "module")) and not os.path.isfile(os.path.join(path, CONFIG_NAME)):
         return os.path.join(path, "module")
     return path
 
@@ -38,7 +28,7 @@ def resolve_module_dir(path: str) -> str:
 class QPeftReranker(Reranker):
     """Scores = mean log-likelihood of the query's tokens given the document under a frozen causal LM; with
     ``modules`` (Q-PEFT), given the document and the module's hints. Several modules can be scored in one pass
-    (:meth:`score_pairs_multi`: the document prefixes run once for all of them); :meth:`score_pairs` uses the
+    (:meth:`score_heads`: the document prefixes run once for all of them); :meth:`score_pairs` uses the
     first."""
 
     def __init__(self, lm, tokenizer, modules: Sequence[Optional[QPeftModule]] = (None,), prompt: str = "upr",
@@ -57,15 +47,9 @@ class QPeftReranker(Reranker):
         self.name = name or ("upr" if prompt == "upr" else "qpeft")
         self.heads = len(self.modules)
 
-    @classmethod
-    def from_pretrained(cls, model_name_or_path: Optional[str] = None, module=None, prompt: Optional[str] = None,
-                        tokenizer: Optional[str] = None, base_model: Optional[str] = None,
-                        dtype: Optional[str] = None, device: Optional[str] = None,
-                        attn_implementation: Optional[str] = "sdpa", **settings) -> "QPeftReranker":
-        """Load the frozen LLM (full model or LoRA adapter + base, merged) and optional Q-PEFT module(s)
-        (a directory, a training output directory, or a list of them). Without ``model_name_or_path`` the LLM
-        is the module's ``base_model``; prompt settings default to the module's training settings."""
-        from ..models import load_model, load_tokenizer
+    @staticmethod
+    def plan(model_name_or_path: Optional[str] = None, module=None, prompt: Optional[str] = None, **settings):
+        """``(LLM, module dirs, prompt, settings)`` as :meth:`from_pretrained` resolves them, without loading."""
         module_dirs = [] if module is None else ([module] if isinstance(module, str) else list(module))
         module_dirs = [resolve_module_dir(m) for m in module_dirs]
         configs = [read_config(m) for m in module_dirs]
@@ -81,6 +65,32 @@ class QPeftReranker(Reranker):
         prompt = prompt or "upr"
         if prompt not in PROMPTS:
             raise InputError(f"prompt must be one of {PROMPTS}")
+        return model_name_or_path, module_dirs, prompt, settings
+
+    @classmethod
+    def planned_identity(cls, model_name_or_path=None, module=None, prompt=None, base_model=None, dtype=None,
+                         device=None, **settings) -> dict:
+        """What decides the scores, from the files alone (a finished job is recognised without loading anything)."""
+        from ..jobs import content_fingerprint
+        from ..models import checkpoint_identity, resolve_device, resolve_dtype
+        model, dirs, prompt, settings = cls.plan(model_name_or_path, module, prompt, **settings)
+        keep = ("max_doc_tokens", "max_query_tokens", "instruction", "add_bos", "padding_side")
+        return {"reranker": "qpeft" if dirs else prompt, "prompt": prompt,
+                "settings": {k: v for k, v in sorted(settings.items()) if k in keep},
+                "dtype": str(resolve_dtype(dtype, resolve_device(device))),
+                "checkpoint": checkpoint_identity(model, base_model),
+                "modules": [content_fingerprint(d) for d in dirs]}
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: Optional[str] = None, module=None, prompt: Optional[str] = None,
+                        tokenizer: Optional[str] = None, base_model: Optional[str] = None,
+                        dtype: Optional[str] = None, device: Optional[str] = None,
+                        attn_implementation: Optional[str] = "sdpa", **settings) -> "QPeftReranker":
+        """Load the frozen LLM (full model or LoRA adapter + base, merged) and optional Q-PEFT module(s)
+        (a directory, a training output directory, or a list of them). Without ``model_name_or_path`` the LLM
+        is the module's ``base_model``; prompt settings default to the module's training settings."""
+        from ..models import load_model, load_tokenizer
+        model_name_or_path, module_dirs, prompt, settings = cls.plan(model_name_or_path, module, prompt, **settings)
         tok = load_tokenizer(tokenizer or model_name_or_path, padding_side=settings.get("padding_side", "right"))
         lm, _ = load_model(model_name_or_path, kind="causal", base_model=base_model, dtype=dtype, device=device,
                            attn_implementation=attn_implementation, pad_token_id=tok.pad_token_id)
@@ -106,11 +116,11 @@ class QPeftReranker(Reranker):
                 "modules": [None if m is None else digest(m) for m in self.modules]}
 
     @torch.no_grad()
-    def score_pairs_multi(self, queries: Sequence[str], docs: Sequence, progress=None) -> List[List[float]]:
+    def score_heads(self, queries: Sequence[str], docs: Sequence, progress=None) -> List[List[float]]:
         """One score list per module for the (query, doc) pairs; pairs of the same query are batched together."""
         if len(queries) != len(docs):
             raise ValueError("queries and docs differ in length")
-        groups: "OrderedDict[str, List[int]]" = OrderedDict()
+        groups: Dict[str, List[int]] = {}
         for i, q in enumerate(queries):
             groups.setdefault(q, []).append(i)
         out = [[0.0] * len(queries) for _ in self.modules]
@@ -125,7 +135,4 @@ class QPeftReranker(Reranker):
         return out
 
     def score_pairs(self, queries, docs, progress=None) -> List[float]:
-        return self.score_pairs_multi(queries, docs, progress)[0]
-
-    def score_heads(self, queries, docs, progress=None) -> List[List[float]]:
-        return self.score_pairs_multi(queries, docs, progress)
+        return self.score_heads(queries, docs, progress)[0]

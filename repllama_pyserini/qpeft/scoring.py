@@ -1,19 +1,10 @@
-"""Query-likelihood scoring with a frozen causal LM: relevance(q, d) = mean log P(q's tokens | prompt(d) [, hints]).
+"""Query-likelihood scoring with a frozen causal LM: relevance(q, d) = mean log P(q's tokens | prompt(d) [, hints]),
+for the ``upr`` and ``qpeft`` prompts (``docs/qpeft.md``). Documents and queries are truncated to ``max_doc_tokens`` /
+``max_query_tokens`` tokens of their own tokenisation; only the query's tokens are scored.
 
-Two prompts share one engine:
-
-- ``upr``   ``[BOS] Passage: {title} {text}. Please write a question based on this passage. {query}``
-- ``qpeft`` ``[BOS] {instruction}\\nPassage: {title} {text} \\n`` + hint embeddings H + ``Question: \\n{query}``
-
-Only the query's tokens are scored (an EOS after the query could not change their probabilities in a causal LM,
-so it is not fed). Documents are truncated to ``max_doc_tokens`` and queries to ``max_query_tokens`` tokens of
-their own tokenisation.
-
-The engine (:func:`query_loglik`) runs every distinct document prefix once (no gradient: the LLM is frozen and
-the prefix does not depend on the trainable hints), keeps its key/value cache, and runs the query-dependent rest
-(hints, ``Question:``, query) for all (query, document[, module]) pairs against the gathered caches, computing
-the LM head only at the positions that predict query tokens. :func:`reference_loglik` is the plain
-one-sequence-at-a-time computation it is tested against.
+The engine (:func:`query_loglik`) runs every distinct document prefix once, without gradient, and the
+query-dependent rest of every pair against the gathered key/value caches, the LM head only where query tokens are
+predicted; :func:`reference_loglik` is the plain one-sequence computation it is tested against.
 """
 from __future__ import annotations
 
@@ -184,7 +175,7 @@ def query_loglik(lm, tokenizer, prefixes: Sequence[Sequence[int]], pairs: Sequen
     else:
         heads = [list(prefixes[p.prefix]) for p in pairs]
     # the live part of each pair: (rest of) prefix ids, hints, tail ids
-    lives, lengths = [], []
+    lives = []
     for h, p in zip(heads, pairs):
         parts = []
         if h:
@@ -192,12 +183,10 @@ def query_loglik(lm, tokenizer, prefixes: Sequence[Sequence[int]], pairs: Sequen
         if p.mid is not None and p.mid.shape[0]:
             parts.append(p.mid.to(device=device, dtype=dtype))
         parts.append(emb(torch.tensor(p.tail, device=device)))
-        x = torch.cat(parts, 0)
-        lives.append(x)
-        lengths.append(x.shape[0])
+        lives.append(torch.cat(parts, 0))
+    lengths = [v.shape[0] for v in lives]
     width = max(lengths)
-    hidden = lives[0].shape[1]
-    x = lives[0].new_zeros((len(pairs), width, hidden))
+    x = lives[0].new_zeros((len(pairs), width, lives[0].shape[1]))
     live_mask = torch.zeros((len(pairs), width), dtype=torch.long, device=device)
     starts = []
     for i, (v, n) in enumerate(zip(lives, lengths)):
@@ -212,19 +201,16 @@ def query_loglik(lm, tokenizer, prefixes: Sequence[Sequence[int]], pairs: Sequen
     out = base(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=cache is not None,
                **{cache_kw: cache})
     hs = out.last_hidden_state
-    rows, cols, targets, owner = [], [], [], []
+    rows, cols, targets = [], [], []
     for i, (p, s, n) in enumerate(zip(pairs, starts, lengths)):
-        first = s + n - p.n_query  # column of the first query token
-        for j in range(p.n_query):
-            rows.append(i)
-            cols.append(first + j - 1)
-            targets.append(p.tail[len(p.tail) - p.n_query + j])
-            owner.append(i)
+        first = s + n - p.n_query  # column of the first query token, predicted at the column before it
+        rows += [i] * p.n_query
+        cols += range(first - 1, first - 1 + p.n_query)
+        targets += p.tail[len(p.tail) - p.n_query:]
     rows_t = torch.tensor(rows, device=device)
     logits = head(hs[rows_t, torch.tensor(cols, device=device)]).float()
     logp = torch.log_softmax(logits, -1).gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
-    owner_t = torch.tensor(owner, device=device)
-    total = torch.zeros(len(pairs), device=device, dtype=torch.float32).index_add(0, owner_t, logp)
+    total = torch.zeros(len(pairs), device=device, dtype=torch.float32).index_add(0, rows_t, logp)
     counts = torch.tensor([p.n_query for p in pairs], device=device, dtype=torch.float32)
     return total / counts
 

@@ -1,40 +1,29 @@
-"""Training a Q-PEFT module against a frozen LLM on Hugging Face's ``Trainer`` (see ``docs/qpeft.md``).
-
-Per step, ``batch_size`` queries, each with one positive d+ and one hard negative d- (from the top
-``hard_negative_pool``, drawn per (seed, epoch, example)), plus in-batch negatives (``all`` the other passages, the
-other ``positives``, or ``none``; never one of the query's own positives); with l(q|d) the mean token NLL of q given d::
-
-    loss = mean_i [ l(q_i|d+_i) + mean_{d- in negatives of i} max(0, l(q_i|d+_i) - l(q_i|d-) + margin) ]
-
-:func:`train` writes ``OUTPUT/module-init/``, ``module/`` (the best on dev, kept when found), the Trainer's last
-``checkpoint-N/``, ``train_config.json``, ``log.jsonl`` and ``train_summary.json``; called again on the same OUTPUT
-it continues the run exactly from its last checkpoint (config and data must match; the run length may change),
-reports it when finished, or refuses naming what changed (``overwrite=True`` starts afresh).
-"""
+"""Training a Q-PEFT module against a frozen LLM on Hugging Face's ``Trainer``. The loss (NLL of the positive plus
+a hinge over hard and in-batch negatives), dev selection, what OUTPUT holds and how a rerun continues, reports or
+refuses a run: ``docs/qpeft.md``."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import os
 import re
 import shutil
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
 from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerState
+from transformers.trainer_callback import PrinterCallback, TrainerState
 
-from ..cli import InputError
+from ..cli import InputError, log as stderr
 from ..formats.files import atomic_write, read_json, write_json
 from ..jobs import Lock, describe_changes
 from ..train.callbacks import EpochCallback, TimeLimitCallback
 from ..train.data import GroupSource, TrainDataset, sample_group
+from ..train.modeling import enable_checkpointing
 from ..train.trainer import ContrastiveTrainer
 from .module import QPeftModule, load_module
 from .scoring import PromptEncoder, QueryLikelihoodScorer
@@ -74,13 +63,11 @@ class TrainConfig:
     padding_side: str = "right"
 
     def __post_init__(self):
-        for name, allowed in (("in_batch", IN_BATCH), ("early_stopping", ("loss", "mrr")),
-                              ("lr_scheduler", SCHEDULES)):
+        for name, allowed in (("in_batch", IN_BATCH), ("early_stopping", ("loss", "mrr")), ("lr_scheduler", SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("batch_size", "eval_every", "patience", "hard_negative_pool") + (
-                ("max_steps",) if self.max_steps is not None else ()):
-            if getattr(self, name) < 1:
+        for name in ("batch_size", "eval_every", "patience", "hard_negative_pool", "max_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
@@ -93,13 +80,11 @@ def check_gradients(lm, module) -> None:
         raise RuntimeError("no gradient reached the Q-PEFT module")
 
 
-# ------------------------------------------------------------------------------------------------ data and model
 class PairDataset(TrainDataset):
-    """Item ``i`` of the current epoch: ``(group, d+, d-)`` drawn by :func:`repllama_pyserini.train.data.sample_group`
-    from the group's positives and the top ``pool`` of its negatives."""
+    """Item ``i`` of the current epoch: ``(group, d+, d-)``, d- drawn from the top ``pool`` of its negatives."""
 
     def __init__(self, groups: Sequence, pool: int, seed: int):
-        super().__init__(GroupSource([dataclasses.replace(g, negatives=g.negatives[:pool]) for g in groups]), 2, seed)
+        super().__init__(GroupSource([replace(g, negatives=g.negatives[:pool]) for g in groups]), 2, seed)
 
     def __getitem__(self, i: int):
         g = self.source[i]
@@ -159,20 +144,17 @@ class QPeftModel(nn.Module):
 def dev_metrics(scorer: QueryLikelihoodScorer, module, dev: Sequence, negatives: int, margin: float) -> dict:
     """On each dev query, its first positive and first ``negatives`` hard negatives: ``loss`` (NLL of the positive +
     mean hinge, no in-batch negatives), ``nll`` (of the positive), ``mrr`` (of the positive), means over ``queries``."""
-    was_training = module.training
-    rr, nll, losses = [], [], []
+    was_training, sums = module.training, {"loss": 0.0, "mrr": 0.0, "nll": 0.0}
     for e in dev:
         s = scorer.score(e.query, [(p.title, p.text) for p in [e.positives[0]] + e.negatives[:negatives]],
                          modules=[module])[0]
-        rr.append(1.0 / (1 + sum(x > s[0] for x in s[1:])))
-        nll.append(-s[0])
-        losses.append(-s[0] + sum(max(0.0, x - s[0] + margin) for x in s[1:]) / max(1, len(s) - 1))
+        sums["loss"] += -s[0] + sum(max(0.0, x - s[0] + margin) for x in s[1:]) / max(1, len(s) - 1)
+        sums["mrr"] += 1.0 / (1 + sum(x > s[0] for x in s[1:]))
+        sums["nll"] -= s[0]
     module.train(was_training)
-    n = len(rr)
-    return {"loss": sum(losses) / n, "mrr": sum(rr) / n, "nll": sum(nll) / n, "queries": n} if n else {}
+    return {**{k: v / len(dev) for k, v in sums.items()}, "queries": len(dev)} if dev else {}
 
 
-# ------------------------------------------------------------------------------------------------ Trainer
 class CompactAdamW(torch.optim.AdamW):
     """AdamW whose state dict stores mostly-zero 2-D moments (the E' rows never used) as (row index, rows)."""
 
@@ -211,8 +193,8 @@ class TimeLimit(TimeLimitCallback):
 
 
 class LogFile(TrainerCallback):
-    """``log.jsonl``: the Trainer's log history, rewritten at every checkpoint and at the end (a continued run's log is
-    that of its checkpoint); each record is also shown with ``show``."""
+    """``log.jsonl``: the Trainer's log history (restored with a checkpoint), rewritten at each checkpoint and at the
+    end; each record is also shown with ``show``."""
 
     def __init__(self, path: str, show=None):
         self.path, self.show = path, show
@@ -230,8 +212,7 @@ class LogFile(TrainerCallback):
 
 
 class QPeftTrainer(ContrastiveTrainer):
-    """``train/``'s Trainer (saving and loading through the model's ``save`` / ``load_trained``) plus the gradient
-    check, dev evaluation by :func:`dev_metrics` and the best module kept in ``OUTPUT/module/``."""
+    """``train/``'s Trainer plus the gradient check, dev evaluation (:func:`dev_metrics`), the best module kept."""
 
     def __init__(self, *args, config: TrainConfig, **kwargs):
         super().__init__(*args, **kwargs)
@@ -276,11 +257,7 @@ def build_trainer(lm, tokenizer, train_examples: Sequence, dev_examples: Sequenc
     lm.requires_grad_(False)
     lm.eval()
     if cfg.gradient_checkpointing:
-        kw = {"use_reentrant": False}
-        if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.x
-            lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
-        else:
-            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+        enable_checkpointing(lm)
         lm.train()  # HF checkpoints only in train mode (LLaMA has no dropout: scores are unchanged)
     encoder = PromptEncoder(tokenizer, "qpeft", cfg.max_doc_tokens, cfg.max_query_tokens)
     # Hugging Face drops past_key_values under checkpointing: then every pair runs as one full sequence
@@ -311,12 +288,10 @@ def build_trainer(lm, tokenizer, train_examples: Sequence, dev_examples: Sequenc
     trainer = QPeftTrainer(model=QPeftModel(lm, module, scorer, cfg.margin), args=args, train_dataset=dataset,
                            eval_dataset=dev_ex or None, data_collator=Collator(encoder, cfg.in_batch),
                            optimizers=(optimizer, None), callbacks=callbacks, config=cfg)
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)  # log records go to ``show``
     return trainer
 
 
-# ------------------------------------------------------------------------------------------------ runs
 def _setup(cfg: TrainConfig, train_examples, dev_examples, base_model: str) -> dict:
     """What identifies a run (saved as ``train_config.json``): the config, the base model, the data's digests."""
     def digest(examples):
@@ -335,16 +310,14 @@ def _fixed(setup: dict) -> dict:
     return dict(setup, config={k: v for k, v in setup["config"].items() if k not in free})
 
 
-def _status(out: str, setup: dict, cfg: TrainConfig, n_train: int, overwrite: bool = False):
+def _status(out: str, setup: dict, cfg: TrainConfig, n_train: int, log, overwrite: bool = False):
     """Check OUTPUT against ``setup``. Returns ((path, TrainerState) of its last complete checkpoint or None, how that
-    run ended: None (to continue), 'done' or 'early-stopping')."""
-    if overwrite or not os.path.isdir(out):
-        return None, None
-    if not os.path.isfile(os.path.join(out, CONFIG)):
-        if set(os.listdir(out)) - {"LOCK"}:
+    run ended: None (to continue), 'done' or 'early-stopping', its summary if it is finished (reported to ``log``))."""
+    if overwrite or not os.path.isfile(os.path.join(out, CONFIG)):
+        if not overwrite and os.path.isdir(out) and set(os.listdir(out)) - {"LOCK"}:
             raise InputError(f"{out} is not empty and holds no Q-PEFT training (no {CONFIG}); pass --overwrite to "
                              f"start afresh, or write elsewhere")
-        return None, None
+        return None, None, None
     changes = describe_changes(_fixed(read_json(os.path.join(out, CONFIG), "training config")), _fixed(setup))
     if changes:
         raise InputError(f"{out} holds a Q-PEFT training with other settings ({'; '.join(changes)}); pass "
@@ -358,17 +331,13 @@ def _status(out: str, setup: dict, cfg: TrainConfig, n_train: int, overwrite: bo
         es = state.stateful_callbacks.get("EarlyStoppingCallback") or {}
         es = (es[-1] if isinstance(es, list) else es).get("attributes", {})
         total = cfg.max_steps or math.ceil(cfg.epochs * math.ceil(n_train / cfg.batch_size))
-        return (path, state), ("early-stopping" if es.get("early_stopping_patience_counter", 0) >= cfg.patience
-                               else "done" if state.global_step >= total else None)
-    return None, None
-
-
-def _finished(out: str, ended: Optional[str], log) -> Optional[dict]:
-    path = os.path.join(out, SUMMARY)
-    if not (ended and os.path.isfile(path)):
-        return None
-    log(f"already complete: {out} (same settings and data; --overwrite trains again)")
-    return read_json(path, "training summary")
+        ended = ("early-stopping" if es.get("early_stopping_patience_counter", 0) >= cfg.patience
+                 else "done" if state.global_step >= total else None)
+        if not (ended and os.path.isfile(os.path.join(out, SUMMARY))):
+            return (path, state), ended, None
+        log(f"already complete: {out} (same settings and data; --overwrite trains again)")
+        return (path, state), ended, read_json(os.path.join(out, SUMMARY), "training summary")
+    return None, None, None
 
 
 def completed_run(output_dir: str, config: TrainConfig, train_examples, dev_examples, base_model: str = "",
@@ -376,26 +345,20 @@ def completed_run(output_dir: str, config: TrainConfig, train_examples, dev_exam
     """The summary of a finished run of this config and data in ``output_dir`` (reported to ``log``), else None;
     refuses an OUTPUT with another run like :func:`train` (which it spares loading an LLM for nothing)."""
     setup = _setup(config, train_examples, dev_examples, base_model)
-    return _finished(output_dir, _status(output_dir, setup, config, len(_usable(train_examples)))[1], log or _stderr)
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    return _status(output_dir, setup, config, len(_usable(train_examples)), log or stderr)[2]
 
 
 def train(lm, tokenizer, train_examples, dev_examples, output_dir: str, config: TrainConfig, overwrite: bool = False,
           base_model: str = "", log=None, progress: bool = True) -> dict:
     """Train a Q-PEFT module into ``output_dir``, or continue or report the run there (see the module doc); returns
     the summary written to ``train_summary.json``. ``log``: messages; ``progress``: also each log record."""
-    log = log or _stderr
+    log = log or stderr
     cfg, out = config, output_dir
     n_train, n_dev = len(_usable(train_examples)), len(_usable(dev_examples))
     setup = _setup(cfg, train_examples, dev_examples, base_model)
     os.makedirs(out, exist_ok=True)
-    lock = Lock(os.path.join(out, "LOCK"), f"Q-PEFT training ({out})").acquire()
-    try:
-        last, ended = _status(out, setup, cfg, n_train, overwrite)
-        done = _finished(out, ended, log)
+    with Lock(os.path.join(out, "LOCK"), f"Q-PEFT training ({out})"):
+        last, ended, done = _status(out, setup, cfg, n_train, log, overwrite)
         if done is not None:
             return done
         for name in os.listdir(out):  # overwrite: the run; always: checkpoints a kill cut short
@@ -404,9 +367,8 @@ def train(lm, tokenizer, train_examples, dev_examples, output_dir: str, config: 
                     overwrite and name in ("module", "module-init", CONFIG, SUMMARY, LOG)):
                 shutil.rmtree(full) if os.path.isdir(full) else os.unlink(full)
         write_json(os.path.join(out, CONFIG), setup)
-        previous = read_json(os.path.join(out, SUMMARY), "training summary") if last and os.path.isfile(
-            os.path.join(out, SUMMARY)) else {}
-        seconds = previous.get("seconds", 0.0)  # of the invocations before (a time stop)
+        seconds = read_json(os.path.join(out, SUMMARY), "training summary").get("seconds", 0.0) if last and \
+            os.path.isfile(os.path.join(out, SUMMARY)) else 0.0  # of the invocations before (a time stop)
         if ended:  # killed between its last checkpoint and its summary
             state, stopped = last[1], ended
         else:
@@ -435,5 +397,3 @@ def train(lm, tokenizer, train_examples, dev_examples, output_dir: str, config: 
         with atomic_write(os.path.join(out, SUMMARY)) as f:
             json.dump(summary, f, indent=1)
         return summary
-    finally:
-        lock.release()

@@ -1,18 +1,15 @@
-"""Rerank a TREC run (or rank_llm candidates) with RankLLaMA; resumable and idempotent::
+"""Rerank a TREC run (or rank_llm candidates) with RankLLaMA. Progress is saved per chunk of pairs in ``OUTPUT.job/``:
+a rerun continues it, reports a finished job, or refuses other settings or inputs (``--overwrite``)::
 
     python -m repllama_pyserini.rerank --model rankllama --run run.bm25.trec --topics topics.tsv \\
         --corpus collection.tsv.gz|corpus.jsonl|BEIR_FOLDER|LUCENE_INDEX --output run.rankllama.trec
     python -m repllama_pyserini.rerank --model rankllama --candidates retrieve_results_BM25_dl19.json.gz --output ...
-
-Progress is saved per chunk of pairs in ``OUTPUT.job/``: a killed job continues where it stopped; rerunning a finished
-job reports it and does nothing; another model, depth, topics, run or corpus content refuses (``--overwrite``).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..cli import InputError, add_job_args, add_model_args, positive, run_cli
+from ..cli import InputError, add_job_args, add_model_args, log, positive, run_cli
 from ..formats import load_docs, read_candidates, read_run, read_topics, require_file, top_hits
 
 
@@ -39,7 +36,7 @@ def read_inputs(args, depth: int, progress: bool = True):
     require_file(args.corpus, "corpus")
     topics, run = read_topics(args.topics), read_run(args.run)
     needed = {d for q, s in run.items() if q in topics for d, _ in top_hits(s, depth)}
-    print(f"reading {len(needed)} candidate documents from {args.corpus}", file=sys.stderr)
+    log(f"reading {len(needed)} candidate documents from {args.corpus}")
     return topics, run, load_docs(args.corpus, needed, progress=progress)
 
 
@@ -84,7 +81,7 @@ def main(argv=None) -> None:
                        [args.output], [args.tag], on_missing=args.on_missing, overwrite=args.overwrite,
                        progress=args.progress, chunk_pairs=args.chunk_pairs)
     if stats is not None:
-        print(f"wrote {args.output}: {stats.summary()}", file=sys.stderr)
+        log(f"wrote {args.output}: {stats.summary()}")
 
 
 if __name__ == "__main__":

@@ -3,22 +3,23 @@ implements :meth:`Reranker.score_pairs` (or :meth:`Reranker.score_heads` for sev
 
 Run reranking (:meth:`Reranker.rerank_runs`) takes each query's top ``depth`` in trec_eval order, drops candidates
 absent from the corpus and run queries without topic text (counted, or an error with ``on_missing='fail'``), and
-scores the pairs in chunks of about ``chunk_pairs`` (cut over all queries, so a resumed job scores the same batches
-as an uninterrupted one: identical scores). With a job directory every chunk is saved through
-:class:`repllama_pyserini.jobs.Job`; the job's fingerprint is the reranker's identity plus digests of exactly what
-is scored (query texts, candidate lists, document texts), so a resume with changed topics, run or corpus refuses.
+scores the pairs in chunks of about ``chunk_pairs`` cut over all queries (a resumed job scores the same batches:
+identical scores), each saved through :class:`repllama_pyserini.jobs.Job` when there is a job directory. The job's
+fingerprint is the reranker's identity plus digests of exactly what is scored (``docs/reliability.md``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..cli import InputError
+from ..cli import InputError, log
 from ..formats.corpus import Doc
-from ..formats.runs import Run, sorted_hits, top_hits
+from ..formats.files import sha256_file
+from ..formats.runs import Run, sorted_hits, top_hits, write_run
 from ..templates import as_doc
 
 ON_MISSING = ("drop", "fail")
@@ -216,8 +217,8 @@ class Reranker:
             if saved is None:
                 todo_chunks.append((k, chunk))
                 continue
-            for h in range(self.heads):
-                results[h].update(saved[h])
+            for result, head in zip(results, saved):
+                result.update(head)
             p.stats.resumed += len(chunk)
         total = sum(len(p.todo[q]) for _, c in todo_chunks for q in c)
         with tqdm(total=total, desc=f"rerank {self.name}", unit="pair", disable=not progress, dynamic_ncols=True) as bar:
@@ -227,15 +228,14 @@ class Reranker:
                 heads = self.score_heads(qs, ds, progress=bar) if qs else [[] for _ in range(self.heads)]
                 p.stats.pairs += len(qs)
                 chunk_out = []
-                for scores in heads:
+                for result, scores in zip(results, heads):
                     out, pos = {}, 0
                     for q in chunk:
                         n = len(p.todo[q])
                         out[q] = sorted_hits({d: float(s) for (d, _), s in zip(p.todo[q], scores[pos:pos + n])})
                         pos += n
                     chunk_out.append(out)
-                for h in range(self.heads):
-                    results[h].update(chunk_out[h])
+                    result.update(out)
                 if job is not None:
                     job.write_chunk(f"chunk_{k:06d}", {".json": json.dumps(chunk_out).encode()}, queries=len(chunk))
         p.stats.queries = len(p.todo)
@@ -285,16 +285,12 @@ def rerank_job(make_reranker: Callable[[], Reranker], identity: dict, topics: Ma
     """The resumable, idempotent run reranking of the CLIs. The job lives in ``OUTPUTS[0].job``; a complete job whose
     outputs are intact is reported and skipped (None); ``make_reranker`` (loading the model) is called only when
     something is left to score; the outputs are written (atomically) once every chunk is done."""
-    import os
-    import sys
-    from ..formats.files import sha256_file
-    from ..formats.runs import write_run
     p = plan(topics, run, docs, depth, on_missing, chunk_pairs)
     with open_job(outputs[0] + ".job", identity, p, topics, docs, depth, on_missing, chunk_pairs, overwrite) as job:
         done = job.complete
-        if done and all(os.path.isfile(o) and sha256_file(o) == done.get(o) for o in outputs):
-            print(f"already complete: {', '.join(outputs)} (same model, settings and inputs; --overwrite reranks "
-                  f"again)", file=sys.stderr)
+        if done and not overwrite and done.get("tags") == list(tags) and \
+                all(os.path.isfile(o) and sha256_file(o) == done.get("files", {}).get(o) for o in outputs):
+            log(f"already complete: {', '.join(outputs)} (same model, settings and inputs; --overwrite reranks again)")
             return None
         if len(job.chunks()) < len(p.chunks):
             reranker = make_reranker()
@@ -306,5 +302,5 @@ def rerank_job(make_reranker: Callable[[], Reranker], identity: dict, topics: Ma
         runs = reranker._score_plan(p, topics, docs, job, progress)
         for out, r, tag in zip(outputs, runs, tags):
             write_run(r, out, tag=tag)
-        job.set_complete(**{o: sha256_file(o) for o in outputs})
+        job.set_complete(files={o: sha256_file(o) for o in outputs}, tags=list(tags))
     return p.stats

@@ -1,11 +1,8 @@
 """RankLLaMA (Ma et al., 2023): a decoder as a one-logit sequence classifier (+ LoRA, merged) scoring a (query,
-document) pair at its last token. Inputs come from the preset's pair template (:mod:`repllama_pyserini.templates`):
-the released checkpoints use the model-card pair ``tokenizer("query: {q}", "document: {title} {text}")``; models
-trained with Tevatron's flags record ``pair_format: tevatron``. Batched scoring (length-sorted, padded) reproduces the
-one-pair-at-a-time model card to float precision: the score is read from the backbone's hidden state at the last
-attention-mask position, never located by searching for pad ids::
+document) pair at its last token, inputs from the preset's pair template (:mod:`repllama_pyserini.templates`). Batched
+scoring (length-sorted, padded) reproduces the one-pair-at-a-time model card to float precision: the score is read
+at the last attention-mask position, never located by searching for pad ids::
 
-    from repllama_pyserini.rerank import RankLLaMAReranker
     reranker = RankLLaMAReranker.from_pretrained("rankllama")
     for h in reranker.rerank(query, LuceneSearcher.from_prebuilt_index("msmarco-v1-passage").search(query, k=200)):
         ...   # h.docid, h.score, h.first_stage_score
@@ -15,7 +12,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from ..cli import InputError
-from ..templates import PairTemplate, pad
+from ..templates import PairTemplate, last_token, length_batches, pad, position_ids
 from .base import Reranker
 
 
@@ -75,21 +72,9 @@ class RankLLaMAReranker(Reranker):
     def encode_pairs(self, queries: Sequence[str], docs: Sequence) -> List[List[int]]:
         return self.template.encode(self.tokenizer, queries, docs)
 
-    def _batches(self, lengths: List[int]) -> List[List[int]]:
-        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-        batches, i = [], 0
-        while i < len(order):
-            n = self.batch_size
-            if self.max_tokens:
-                n = max(1, min(n, self.max_tokens // lengths[order[i]]))
-            batches.append(order[i:i + n])
-            i += n
-        return batches
-
     def score_ids(self, seqs: Sequence[Sequence[int]]) -> List[float]:
         """Scores of tokenised pairs (one padded batch)."""
         import torch
-        from ..templates import last_token_index, position_ids
         enc = pad(self.tokenizer, seqs, self.padding_side)
         ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
         with torch.inference_mode():
@@ -100,15 +85,14 @@ class RankLLaMAReranker(Reranker):
             else:
                 hidden = self.backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
                                        use_cache=False).last_hidden_state
-            pooled = hidden[torch.arange(len(seqs), device=self.device), last_token_index(mask)]
-            return self.head(pooled)[:, 0].float().cpu().tolist()
+            return self.head(last_token(hidden, mask))[:, 0].float().cpu().tolist()
 
     def score_pairs(self, queries, docs, progress=None) -> List[float]:
         if len(queries) != len(docs):
             raise ValueError("queries and docs differ in length")
         ids = self.encode_pairs(queries, docs)
         scores = [0.0] * len(ids)
-        for batch in self._batches([len(s) for s in ids]):
+        for batch in length_batches([len(s) for s in ids], self.batch_size, self.max_tokens):
             for i, s in zip(batch, self.score_ids([ids[i] for i in batch])):
                 scores[i] = s
             if progress is not None:
@@ -128,12 +112,3 @@ def resolve_preset(model: Optional[str], preset: Optional[str] = None, granulari
     if not model:
         raise InputError("no reranker model given (--model)")
     return resolve(model, "reranker", granularity, **overrides)[0]
-
-
-def model_card_score(model, tokenizer, query_text: str, document_text: str) -> float:
-    """The released model cards' scoring of one pair, the reference for tests and benchmarks:
-    ``model(**tokenizer(f'query: {query}', f'document: {title} {passage}', return_tensors='pt')).logits[0][0]``."""
-    import torch
-    inputs = tokenizer(query_text, document_text, return_tensors="pt")
-    with torch.no_grad():
-        return float(model(**inputs.to(next(model.parameters()).device)).logits[0][0])

@@ -1,19 +1,9 @@
-"""Command-line arguments of the training drivers, under Tevatron's names so a Tevatron command line works unchanged.
-
-Three dataclasses parsed together by :class:`transformers.HfArgumentParser` (as Tevatron v2 does):
-:class:`ModelArguments`, :class:`DataArguments` (or :class:`RerankerDataArguments`) and :class:`TrainingArguments`
-(a :class:`transformers.TrainingArguments`, so every Trainer flag works too: ``--save_steps``, ``--deepspeed``,
-``--resume_from_checkpoint``, ``--lr_scheduler_type``...). ``--resume_from_checkpoint last`` continues from the newest
-``checkpoint-*`` of ``output_dir``; ``auto`` does so when there is one and starts afresh otherwise.
-
-Defaults are the RepLLaMA paper's recipe (Ma et al., 2023, arXiv:2310.08319; Tevatron's RepLLaMA example):
-Llama-2-7B + LoRA r=32 / alpha 64 / dropout 0.1 on the attention and MLP projections, EOS pooling, L2
-normalisation, temperature 0.01, ``query: `` / ``passage: `` prefixes with EOS appended, 1 positive + 15 hard
-negatives per query, query 32 / passage 156 tokens, learning rate 1e-4, 100 warm-up steps, 1 epoch, 8 queries per
-device. On a GPU, bf16 and gradient checkpointing are on by default (``--bf16 False`` / ``--gradient_checkpointing
-False`` turn them off) and flash attention 2 is used when installed; on a CPU everything runs in fp32. The paper
-updates on 128 queries at a time: ``per_device_train_batch_size x gradient_accumulation_steps x processes = 128``
-(e.g. 8 x 4 x 4 GPUs). Passages are shared across processes as negatives (``--negatives_x_device``, default on).
+"""Command-line arguments of the training drivers, under Tevatron's names so a Tevatron command line works unchanged:
+:class:`ModelArguments`, :class:`DataArguments` (or :class:`RerankerDataArguments`) and :class:`TrainingArguments` (a
+:class:`transformers.TrainingArguments`: every Trainer flag works too), parsed together by
+:class:`transformers.HfArgumentParser`. ``--resume_from_checkpoint last`` continues from the newest ``checkpoint-*``
+of ``output_dir``; ``auto`` does so when there is one and starts afresh otherwise. Defaults are the RepLLaMA paper's
+recipe (``docs/training-cpu.md``); on a GPU, bf16 and gradient checkpointing are on unless turned off.
 """
 from __future__ import annotations
 
@@ -24,11 +14,10 @@ from typing import List, Optional
 import transformers
 
 from ..cli import InputError
-from ..templates import PAIR_FORMATS
+from ..templates import PAIR_FORMATS, POOLINGS
 
 PAPER_BASE_MODEL = "meta-llama/Llama-2-7b-hf"
 LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj"
-POOLINGS = ("eos", "last", "mean")
 
 # A ZeRO-3 configuration for ``--deepspeed zero3`` (every value "auto" is filled in by the HF Trainer).
 DEEPSPEED_ZERO3 = {
@@ -48,33 +37,31 @@ DEEPSPEED_ZERO3 = {
 }
 
 
-def _flag(help_text: str) -> dict:
-    """Metadata of a tri-state flag: ``--x`` means True, ``--x False`` False, absent None (automatic)."""
-    return {"help": help_text, "nargs": "?", "const": True}
+def _arg(default, help_text: str, **metadata):
+    """A dataclass field with its command-line help (``nargs="?", const=True``: a tri-state flag, ``--x`` True,
+    ``--x False`` False, absent None: automatic)."""
+    return field(default=default, metadata={"help": help_text, **metadata})
 
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str = field(default=PAPER_BASE_MODEL, metadata={
-        "help": "base decoder checkpoint (hub id or local dir) to fine-tune"})
-    config_name: Optional[str] = field(default=None, metadata={"help": "accepted for Tevatron compatibility; unused"})
-    tokenizer_name: Optional[str] = field(default=None, metadata={"help": "default: the model's tokenizer"})
-    cache_dir: Optional[str] = field(default=None, metadata={"help": "Hugging Face cache for downloaded models"})
-    pooling: str = field(default="eos", metadata={
-        "help": "eos / last: final hidden state of the last token (the appended EOS); mean: masked mean"})
-    normalize: bool = field(default=True, metadata={"help": "L2-normalise embeddings"})
-    temperature: float = field(default=0.01, metadata={"help": "softmax temperature of the contrastive loss"})
-    lora: bool = field(default=True, metadata={"help": "train a LoRA adapter (False: full fine-tuning)"})
-    lora_name_or_path: Optional[str] = field(default=None, metadata={
-        "help": "start from this LoRA adapter instead of a fresh one"})
-    lora_r: int = field(default=32, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
-    lora_target_modules: str = field(default=LORA_TARGETS, metadata={"help": "comma-separated module names"})
-    dtype: Optional[str] = field(default=None, metadata={
-        "help": "dtype the base weights are loaded in (default: bf16/fp16 with --bf16/--fp16, else fp32)"})
-    attn_implementation: Optional[str] = field(default=None, metadata={
-        "help": "default: flash_attention_2 on CUDA in bf16/fp16 when flash-attn is installed, else sdpa"})
+    model_name_or_path: str = _arg(PAPER_BASE_MODEL, "base decoder checkpoint (hub id or local dir) to fine-tune")
+    config_name: Optional[str] = _arg(None, "accepted for Tevatron compatibility; unused")
+    tokenizer_name: Optional[str] = _arg(None, "default: the model's tokenizer")
+    cache_dir: Optional[str] = _arg(None, "Hugging Face cache for downloaded models")
+    pooling: str = _arg("eos", "eos / last: final hidden state of the last token (the appended EOS); mean: masked mean")
+    normalize: bool = _arg(True, "L2-normalise embeddings")
+    temperature: float = _arg(0.01, "softmax temperature of the contrastive loss")
+    lora: bool = _arg(True, "train a LoRA adapter (False: full fine-tuning)")
+    lora_name_or_path: Optional[str] = _arg(None, "start from this LoRA adapter instead of a fresh one")
+    lora_r: int = _arg(32, "LoRA rank")
+    lora_alpha: int = _arg(64, "LoRA alpha")
+    lora_dropout: float = _arg(0.1, "LoRA dropout")
+    lora_target_modules: str = _arg(LORA_TARGETS, "comma-separated module names")
+    dtype: Optional[str] = _arg(None, "dtype the base weights are loaded in (default: bf16/fp16 with --bf16/--fp16, "
+                                      "else fp32)")
+    attn_implementation: Optional[str] = _arg(None, "default: flash_attention_2 on CUDA in bf16/fp16 when flash-attn "
+                                                    "is installed, else sdpa")
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
@@ -89,27 +76,25 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    dataset_name: Optional[str] = field(default=None, metadata={
-        "help": "training data: a local Tevatron JSONL(.gz) file or folder, 'json' with --dataset_path, or a "
-                "Hugging Face dataset id (e.g. Tevatron/msmarco-passage-aug; needs the hub or its cache)"})
-    dataset_path: Optional[str] = field(default=None, metadata={
-        "aliases": ["--train_file", "--train_dir"],
-        "help": "local Tevatron JSONL file(s): a file, a folder of *.jsonl[.gz], a glob or a comma-separated list"})
-    dataset_config: Optional[str] = field(default=None, metadata={"help": "hub dataset configuration"})
-    dataset_split: str = field(default="train", metadata={"help": "hub dataset split"})
-    dataset_cache_dir: Optional[str] = field(default=None, metadata={"help": "hub dataset cache"})
-    dataset_number_of_shards: int = field(default=1, metadata={"help": "train on one shard of the data"})
-    dataset_shard_index: int = field(default=0, metadata={"help": "which shard"})
-    train_group_size: int = field(default=16, metadata={
-        "help": "passages per query: 1 positive + (group - 1) hard negatives. A query with fewer negatives "
-                "samples them with replacement; one with none is an error unless the group size is 1"})
-    query_max_len: int = field(default=32, metadata={"help": "query tokens, BOS and the appended EOS included"})
-    passage_max_len: int = field(default=156, metadata={"help": "passage tokens, BOS and EOS included"})
-    query_prefix: str = field(default="query: ", metadata={"help": "prepended to every query"})
-    passage_prefix: str = field(default="passage: ", metadata={"help": "prepended to every passage"})
-    append_eos_token: bool = field(default=True, metadata={
-        "help": "append the EOS id after truncation (the EOS is what 'eos' pooling reads)"})
-    pad_to_multiple_of: int = field(default=16, metadata={"help": "pad batches to a multiple of this length"})
+    dataset_name: Optional[str] = _arg(None, "training data: a local Tevatron JSONL(.gz) file or folder, 'json' with "
+                                             "--dataset_path, or a Hugging Face dataset id (e.g. "
+                                             "Tevatron/msmarco-passage-aug; needs the hub or its cache)")
+    dataset_path: Optional[str] = _arg(None, "local Tevatron JSONL file(s): a file, a folder of *.jsonl[.gz], a glob "
+                                             "or a comma-separated list", aliases=["--train_file", "--train_dir"])
+    dataset_config: Optional[str] = _arg(None, "hub dataset configuration")
+    dataset_split: str = _arg("train", "hub dataset split")
+    dataset_cache_dir: Optional[str] = _arg(None, "hub dataset cache")
+    dataset_number_of_shards: int = _arg(1, "train on one shard of the data")
+    dataset_shard_index: int = _arg(0, "which shard")
+    train_group_size: int = _arg(16, "passages per query: 1 positive + (group - 1) hard negatives. A query with fewer "
+                                     "negatives samples them with replacement; one with none is an error unless the "
+                                     "group size is 1")
+    query_max_len: int = _arg(32, "query tokens, BOS and the appended EOS included")
+    passage_max_len: int = _arg(156, "passage tokens, BOS and EOS included")
+    query_prefix: str = _arg("query: ", "prepended to every query")
+    passage_prefix: str = _arg("passage: ", "prepended to every passage")
+    append_eos_token: bool = _arg(True, "append the EOS id after truncation (the EOS is what 'eos' pooling reads)")
+    pad_to_multiple_of: int = _arg(16, "pad batches to a multiple of this length")
 
     def __post_init__(self):
         if self.train_group_size < 1:
@@ -123,16 +108,14 @@ class DataArguments:
 
 @dataclass
 class RerankerDataArguments(DataArguments):
-    """RankLLaMA pairs, at most ``rerank_max_len`` tokens, scored at the last token. ``--pair_format tevatron``
-    (default) builds Tevatron's one string ``"{query_prefix} {query} {passage_prefix} {title} {text}"`` and appends the
-    EOS with ``--append_eos_token``, exactly as Tevatron's reranker; ``rankllama`` builds the released model cards'
-    pair. The trained model's preset records the format, so ``repllama_pyserini.rerank`` scores the same inputs."""
-    passage_prefix: str = field(default="document: ", metadata={"help": "prepended to every document"})
-    rerank_max_len: int = field(default=256, metadata={"help": "tokens of a (query, document) pair"})
-    pair_format: str = field(default="tevatron", metadata={
-        "help": f"how a pair becomes tokens: {' or '.join(PAIR_FORMATS)} (see repllama_pyserini.templates)"})
-    append_eos_token: bool = field(default=False, metadata={
-        "help": "tevatron pairs: append the EOS id after truncation (Tevatron's RankLLaMA recipe passes it)"})
+    """RankLLaMA pairs (``--pair_format``: Tevatron's one string, the default, or the model cards' pair; see
+    :mod:`repllama_pyserini.templates`), at most ``rerank_max_len`` tokens; the trained model's preset records them."""
+    passage_prefix: str = _arg("document: ", "prepended to every document")
+    rerank_max_len: int = _arg(256, "tokens of a (query, document) pair")
+    pair_format: str = _arg("tevatron", f"how a pair becomes tokens: {' or '.join(PAIR_FORMATS)} (see "
+                                        "repllama_pyserini.templates)")
+    append_eos_token: bool = _arg(False, "tevatron pairs: append the EOS id after truncation (Tevatron's RankLLaMA "
+                                         "recipe passes it)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -146,21 +129,20 @@ class RerankerDataArguments(DataArguments):
 
 @dataclass
 class TrainingArguments(transformers.TrainingArguments):
-    output_dir: Optional[str] = field(default=None, metadata={"help": "where the adapter and checkpoints go"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate (paper: 1e-4)"})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "epochs (paper: 1)"})
-    warmup_steps: float = field(default=100, metadata={"help": "linear warm-up steps"})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "queries per device per step"})
-    logging_steps: float = field(default=10, metadata={"help": "log every N updates"})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "keep False (custom collator)"})
-    bf16: Optional[bool] = field(default=None, metadata=_flag(
-        "bf16 mixed precision; default: on with a bf16-capable GPU, off on CPU"))
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "start afresh even if output_dir holds checkpoints (else: error unless --resume_from_checkpoint)"})
-    negatives_x_device: bool = field(default=True, metadata={
-        "help": "under torchrun, every query sees the passages of every process as negatives"})
-    max_train_minutes: Optional[float] = field(default=None, metadata={
-        "help": "stop (and save) after this many minutes of training: a bounded-time run"})
+    output_dir: Optional[str] = _arg(None, "where the adapter and checkpoints go")
+    learning_rate: float = _arg(1e-4, "peak learning rate (paper: 1e-4)")
+    num_train_epochs: float = _arg(1.0, "epochs (paper: 1)")
+    warmup_steps: float = _arg(100, "linear warm-up steps")
+    per_device_train_batch_size: int = _arg(8, "queries per device per step")
+    logging_steps: float = _arg(10, "log every N updates")
+    remove_unused_columns: bool = _arg(False, "keep False (custom collator)")
+    bf16: Optional[bool] = _arg(None, "bf16 mixed precision; default: on with a bf16-capable GPU, off on CPU",
+                                nargs="?", const=True)
+    overwrite_output_dir: bool = _arg(False, "start afresh even if output_dir holds checkpoints (else: error unless "
+                                             "--resume_from_checkpoint)")
+    negatives_x_device: bool = _arg(True, "under torchrun, every query sees the passages of every process as negatives")
+    max_train_minutes: Optional[float] = _arg(None, "stop (and save) after this many minutes of training: a "
+                                                    "bounded-time run")
 
     def __post_init__(self):
         import torch
@@ -184,10 +166,9 @@ class TrainingArguments(transformers.TrainingArguments):
                 self.activation_checkpointing = gpu
             else:
                 self.gradient_checkpointing = gpu
-        if self.resume_from_checkpoint and self.resume_from_checkpoint.lower() in ("true", "last", "latest"):
-            self.resume_from_checkpoint = "last"
-        elif self.resume_from_checkpoint and self.resume_from_checkpoint.lower() == "auto":
-            self.resume_from_checkpoint = "auto"  # the last checkpoint if any, else start (re-runnable commands)
+        resume = (self.resume_from_checkpoint or "").lower()
+        if resume in ("true", "last", "latest", "auto"):  # auto: the last checkpoint if any, else start afresh
+            self.resume_from_checkpoint = "auto" if resume == "auto" else "last"
         super().__post_init__()
 
     @property

@@ -1,17 +1,13 @@
 """Training data for the drivers: Tevatron JSONL (:mod:`repllama_pyserini.formats.tevatron`) or a hub dataset, groups
 of one positive and hard negatives, and the collators that turn them into model inputs with
-:mod:`repllama_pyserini.templates` (the same ids as at inference).
+:mod:`repllama_pyserini.templates` (the same ids as at inference; a reranker's ``--pair_format`` is recorded in its
+preset).
 
 Groups. Item ``i`` of epoch ``e`` is ``1 positive + (train_group_size - 1) negatives``, drawn by a ``random.Random``
 seeded with ``(seed, e, i)``: the same on every run, process and resume, different from one epoch to the next. The
 negatives are drawn *without* replacement when the query has enough and, when it has fewer (but at least one), all of
 them in random order followed by draws *with* replacement (reported once as a warning). A query without negatives
 is an error unless ``train_group_size`` is 1 (in-batch negatives only).
-
-Inputs. Retriever: the encoder's templates (``query: {q}`` / ``passage: {title} {text}``, truncated to
-``max_len - 1``, EOS appended). Reranker: the pair template named by ``--pair_format`` (``tevatron``: Tevatron's one
-string, with EOS under ``--append_eos_token``; ``rankllama``: the model-card pair), recorded in the trained model's
-preset so inference uses the same.
 """
 from __future__ import annotations
 
@@ -116,23 +112,15 @@ class TrainDataset(torch.utils.data.Dataset):
         return g.query, [pos] + negs
 
 
-def retriever_templates(data_args) -> Tuple[Template, Template]:
-    return (Template(data_args.query_prefix, data_args.query_max_len, append_eos=data_args.append_eos_token),
-            Template(data_args.passage_prefix, data_args.passage_max_len, append_eos=data_args.append_eos_token))
-
-
-def pair_template(data_args) -> PairTemplate:
-    return PairTemplate(data_args.pair_format, data_args.query_prefix, data_args.passage_prefix,
-                        max_length=data_args.rerank_max_len, append_eos=data_args.append_eos_token)
-
-
 class RetrieverCollator:
     """``(query, passages)`` items -> ``{"query": batch, "passage": batch}``; passages query-major (the positive of query
     ``j`` is passage ``j * group_size``)."""
 
     def __init__(self, tokenizer, data_args):
         self.tokenizer, self.args = tokenizer, data_args
-        self.query, self.passage = retriever_templates(data_args)
+        eos = data_args.append_eos_token
+        self.query = Template(data_args.query_prefix, data_args.query_max_len, append_eos=eos)
+        self.passage = Template(data_args.passage_prefix, data_args.passage_max_len, append_eos=eos)
 
     def __call__(self, features) -> Dict[str, Dict[str, torch.Tensor]]:
         q, _ = self.query.encode(self.tokenizer, [self.query.query_text(q) for q, _ in features])
@@ -145,7 +133,9 @@ class RerankerCollator:
     """``(query, passages)`` items -> ``{"pair": batch}``, pairs query-major (the positive first in each group)."""
 
     def __init__(self, tokenizer, data_args):
-        self.tokenizer, self.args, self.template = tokenizer, data_args, pair_template(data_args)
+        self.tokenizer, self.args = tokenizer, data_args
+        self.template = PairTemplate(data_args.pair_format, data_args.query_prefix, data_args.passage_prefix,
+                                     max_length=data_args.rerank_max_len, append_eos=data_args.append_eos_token)
 
     def __call__(self, features) -> Dict[str, Dict[str, torch.Tensor]]:
         ids = self.template.encode(self.tokenizer, [q for q, ps in features for _ in ps],

@@ -1,22 +1,14 @@
-"""Models trained by the drivers: the RepLLaMA bi-encoder and the RankLLaMA cross-encoder, each a decoder with
-(by default) a LoRA adapter.
+"""Models trained by the drivers, each a decoder with (by default) a LoRA adapter, reading their inputs exactly as
+inference does (:mod:`repllama_pyserini.templates`: position ids from the mask, the last attended token).
 
-Bi-encoder (:class:`DenseModel`): the embedding of a text is the final hidden state of its last attended token
-(the appended EOS; ``pooling='mean'``: the masked mean), L2-normalised, exactly as
-:class:`repllama_pyserini.dense.RepLLaMAEncoder` computes it at inference (position ids from the attention
-mask, float32 pooling). Loss: InfoNCE, ``cross_entropy(q @ p.T / temperature)`` where query ``j``'s target is its
-own positive (passage ``j * group_size``) and every other passage of the batch (its hard negatives, the other
-queries' positives and negatives) is a negative.
+Bi-encoder (:class:`DenseModel`): InfoNCE, ``cross_entropy(q @ p.T / temperature)``, query ``j``'s positive being
+passage ``j * group_size`` and every other passage of the batch a negative. Under ``torchrun``
+(``negatives_x_device``) each process gathers every process's queries and passages (:func:`gather_with_grad`) and
+computes the global-batch loss times the world size: DDP's average of the gradients is then exactly the gradient of
+the global-batch loss (``docs/training-cpu.md``); ``Trainer`` logs the loss divided back.
 
-Across processes (``torchrun``; ``negatives_x_device``): queries and passages of every process are gathered
-(:func:`gather_with_grad`: the local slot keeps its autograd graph), every process computes the loss of the global
-batch, and the loss is multiplied by the world size: DDP (or DeepSpeed) averages gradients over processes, and
-each process holds the gradient through its own inputs only, so the average times the world size is exactly the
-gradient of the global-batch loss. ``Trainer`` logs the loss divided back.
-
-Cross-encoder (:class:`RerankerModel`): one logit per (query, document) pair, read at the last attended token
-(:meth:`repllama_pyserini.rerank.RankLLaMAReranker.score_ids`), softmax cross-entropy over each group of
-``train_group_size`` pairs whose first is the positive.
+Cross-encoder (:class:`RerankerModel`): one logit per pair at the last attended token, softmax cross-entropy over
+each group of ``train_group_size`` pairs whose first is the positive.
 """
 from __future__ import annotations
 
@@ -31,12 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cli import InputError
-from ..templates import last_token_index, pool, position_ids
+from ..templates import last_token, pool, position_ids
 
 logger = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------------------------------ functions
 def contrastive_scores(q: torch.Tensor, p: torch.Tensor, temperature: float) -> torch.Tensor:
     return q @ p.T / temperature
 
@@ -67,7 +58,6 @@ def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-# ---------------------------------------------------------------------------------------------------- loading
 def train_dtype(model_args, training_args) -> torch.dtype:
     from ..models import resolve_dtype
     if model_args.dtype:
@@ -79,17 +69,12 @@ def train_dtype(model_args, training_args) -> torch.dtype:
     return torch.float32
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_backbone(model_args, training_args, kind: str, pad_token_id: Optional[int] = None):
     """The base decoder for ``kind`` ('encoder' -> AutoModel, 'reranker' -> sequence classifier, one label)."""
-    from ..models import load_base, resolve_attn_implementation
+    from ..models import load_base, resolve_attn_implementation, resolve_device
     dtype = train_dtype(model_args, training_args)
-    model = load_base(model_args.model_name_or_path, kind, dtype,
-                      resolve_attn_implementation(model_args.attn_implementation, _device(), dtype), pad_token_id,
-                      cache_dir=model_args.cache_dir)
+    attn = resolve_attn_implementation(model_args.attn_implementation, resolve_device(), dtype)
+    model = load_base(model_args.model_name_or_path, kind, dtype, attn, pad_token_id, cache_dir=model_args.cache_dir)
     model.config.use_cache = False
     return model
 
@@ -113,6 +98,15 @@ def add_lora(model, model_args, task_type: str):
     return peft_model
 
 
+def enable_checkpointing(model, kwargs: Optional[dict] = None, **extra) -> None:
+    """Activation (gradient) checkpointing of a Hugging Face model, non-reentrant unless ``kwargs`` say otherwise."""
+    kwargs = kwargs or {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **extra)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class _Trainable(nn.Module):
     """Common saving / loading / checkpointing of a (peft-wrapped) Hugging Face model held as ``self.hf``."""
 
@@ -128,15 +122,9 @@ class _Trainable(nn.Module):
         return self.hf.get_base_model() if self.is_peft else self.hf
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
-        model = self.base_hf()
-        fn = getattr(model, "activation_checkpointing_enable", None)
-        if fn is None:  # transformers < 5.x
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=activation_checkpointing_kwargs
-                                                or {"use_reentrant": False})
-        else:
-            fn(activation_checkpointing_kwargs=activation_checkpointing_kwargs or {"use_reentrant": False}, **kwargs)
+        enable_checkpointing(self.base_hf(), activation_checkpointing_kwargs, **kwargs)
         if self.is_peft:
-            model.enable_input_require_grads()
+            self.base_hf().enable_input_require_grads()
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **kwargs):
         self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
@@ -249,9 +237,7 @@ class RerankerModel(_Trainable):
         mask = batch["attention_mask"]
         hidden = backbone(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids(mask),
                           use_cache=False).last_hidden_state
-        idx = last_token_index(mask).to(hidden.device)
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
-        return base.score(pooled)[:, 0].float()
+        return base.score(last_token(hidden, mask))[:, 0].float()
 
     def forward(self, pair=None, **unused) -> RerankOutput:
         logits = self.score(pair).view(-1, self.group_size)

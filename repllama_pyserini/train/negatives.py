@@ -1,22 +1,12 @@
 """Hard negatives with Pyserini: training queries + qrels + a corpus in, Tevatron training JSONL out.
 
-For every training query: retrieve the top ``--depth`` with Pyserini BM25 (the corpus is indexed once with
-Pyserini's indexer, :mod:`repllama_pyserini.bm25`) and/or take the top ``--depth`` of other first-stage runs
-(``--run``, e.g. a dense retriever's TREC run), merge the candidate lists (round-robin by rank, duplicates
-dropped), drop the positives (every document judged ``>= --min-relevance``) and the query's own id, skip the top
-``--skip-top`` of each list if asked (likely unjudged positives), and sample ``--num-negatives`` of what is left
-with a ``random.Random`` seeded by ``(--seed, query id)``: the output is identical from run to run. The paper's
-recipes: RepLLaMA mixes BM25 and CoCondenser top-200 (``--run cocondenser.trec --depth 200``); RankLLaMA samples
-from the retriever's top-200 (``--run repllama.trec --no-bm25 --depth 200``).
-
-Output, one line per query (``.gz`` compresses; written atomically)::
-
-    {"query_id", "query", "positive_passages": [{"docid","title","text"}], "negative_passages": [...]}
-
-Queries come from ``--topics`` + ``--qrels`` (only the judged queries are used; a BEIR ``queries.jsonl`` with all
-splits is fine) or from an existing Tevatron file without negatives (``--input``; its positives are kept, and
-``--qrels`` when given also excludes other judged positives). A query with no positive (none judged relevant, or
-none found in the corpus) is skipped and counted; ``--strict`` makes it an error::
+For every training query, the top ``--depth`` of Pyserini BM25 (the corpus indexed once with Pyserini's indexer)
+and/or of other first-stage runs (``--run``) are merged round-robin by rank; the positives (judged
+``>= --min-relevance``), the query's own id and the top ``--skip-top`` of each list are dropped, and
+``--num-negatives`` are sampled, seeded by ``(--seed, query id)``: the output is identical from run to run. Queries
+come from ``--topics`` + ``--qrels`` or from a Tevatron file without negatives (``--input``); a query without a
+usable positive is skipped and counted (``--strict``: an error). Details and the paper's recipes:
+``docs/training-cpu.md``::
 
     python -m repllama_pyserini.train.negatives --corpus ../shared/ir-data/beir/scifact/corpus.jsonl.gz \\
         --input ../shared/ir-data/beir/scifact/train.tevatron.jsonl.gz --depth 200 --num-negatives 30 \\
@@ -26,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import os
 import random
 import sys
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from ..cli import InputError, run_cli
 from ..formats import Qrels, Run, load_docs, read_qrels, read_run, read_topics, sorted_hits
-from ..formats.files import write_lines
-from ..formats.tevatron import read_groups
+from ..formats.tevatron import Group, Passage, read_groups, write_groups
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +62,8 @@ class MiningStats:
 def merge_candidates(runs: Sequence[Run], qid: str, depth: int, skip_top: int = 0) -> List[str]:
     """Top ``depth`` (after skipping ``skip_top``) of each run for ``qid``, merged round-robin by rank, deduplicated."""
     lists = [[d for d, _ in sorted_hits(r.get(qid, {}))][skip_top:skip_top + depth] for r in runs]
-    out: "OrderedDict[str, None]" = OrderedDict()
-    for rank in range(max((len(x) for x in lists), default=0)):
-        for x in lists:
-            if rank < len(x):
-                out.setdefault(x[rank], None)
-    return list(out)
+    by_rank = (x[rank] for rank in range(max((len(x) for x in lists), default=0)) for x in lists if rank < len(x))
+    return list(dict.fromkeys(by_rank))
 
 
 def sample_negatives(pool: Sequence[str], n: int, seed: int, qid: str) -> List[str]:
@@ -99,14 +82,8 @@ def default_index_dir(corpus: str, fields: str) -> str:
     return os.path.join(cache_dir(), "indexes", f"{name}-{key}.{fields}")
 
 
-def _tevatron_queries(path: str) -> Tuple[Dict[str, str], Dict[str, List[dict]]]:
-    groups = read_groups(path, require_positive=False)
-    return ({g.query_id: g.query for g in groups},
-            {g.query_id: [{"docid": p.docid, "title": p.title, "text": p.text} for p in g.positives] for g in groups})
-
-
 def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrels: Optional[Qrels] = None,
-         input_positives: Optional[Dict[str, List[dict]]] = None, runs: Sequence[Run] = (), bm25: bool = True,
+         input_positives: Optional[Dict[str, List[Passage]]] = None, runs: Sequence[Run] = (), bm25: bool = True,
          index: Optional[str] = None, fields: str = "flat", depth: int = 200, skip_top: int = 0,
          num_negatives: int = 30, seed: int = 42, min_relevance: int = 1, strict: bool = False,
          threads: int = 2) -> MiningStats:
@@ -128,8 +105,9 @@ def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrel
     all_runs = list(runs)
     if bm25:
         from .. import bm25 as bm25_mod
+        cached = index is None  # the cache's index is rebuilt when the corpus changed; a given one is checked
         index = index or default_index_dir(corpus, fields)
-        bm25_mod.build_index(corpus, index, fields, threads=threads)
+        bm25_mod.build_index(corpus, index, fields, threads=threads, stale="rebuild" if cached else "error")
         all_runs.insert(0, bm25_mod.search(index, queries, hits=depth + skip_top, fields=fields, threads=threads))
 
     def judged_pos(qid: str) -> List[str]:
@@ -138,7 +116,7 @@ def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrel
     pools: Dict[str, List[str]] = {}
     needed = set()
     for qid in queries:
-        exclude = set(judged_pos(qid)) | {str(p.get("docid")) for p in (input_positives or {}).get(qid, [])}
+        exclude = set(judged_pos(qid)) | {p.docid for p in (input_positives or {}).get(qid, [])}
         pool = [d for d in merge_candidates(all_runs, qid, depth, skip_top) if d not in exclude and d != qid]
         pools[qid] = sample_negatives(pool, num_negatives, seed, qid)
         needed.update(pools[qid])
@@ -147,15 +125,13 @@ def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrel
     logger.info("fetching %d documents from %s", len(needed), corpus)
     docs = load_docs(corpus, needed, progress=False)
 
-    def passage(docid: str) -> dict:
-        d = docs[docid]
-        return {"docid": docid, "title": d.title, "text": d.text}
+    def passage(docid: str) -> Passage:
+        return Passage(docid, docs[docid].title, docs[docid].text)
 
-    lines = []
+    groups = []
     for qid, query in queries.items():
         if input_positives is not None:
-            pos = [{"docid": str(p.get("docid", "")), "title": str(p.get("title") or ""), "text": str(p.get("text", ""))}
-                   for p in input_positives.get(qid, [])]
+            pos = list(input_positives.get(qid, []))
             if not pos:
                 stats.skipped_no_positive.append(qid)
                 continue
@@ -173,14 +149,13 @@ def mine(corpus: str, output: str, topics: Optional[Dict[str, str]] = None, qrel
         stats.negatives_not_in_corpus += len(pools[qid]) - len(negs)
         stats.fewer_negatives += len(negs) < num_negatives
         stats.negatives += len(negs)
-        lines.append(json.dumps({"query_id": qid, "query": query, "positive_passages": pos,
-                                 "negative_passages": negs}, ensure_ascii=False))
+        groups.append(Group(qid, query, pos, negs))
         stats.written += 1
     if strict and (stats.skipped_no_topic or stats.skipped_no_positive or stats.skipped_positive_not_in_corpus):
         raise InputError(f"--strict: {stats.summary()}")
-    if not lines:
+    if not groups:
         raise InputError(f"no training record written: {stats.summary()}")
-    write_lines(output, lines)
+    write_groups(output, groups)
     return stats
 
 
@@ -208,7 +183,8 @@ def main(argv=None) -> None:
     if a.input and a.topics:
         raise InputError("give either --input or --topics/--qrels")
     if a.input:
-        topics, positives = _tevatron_queries(a.input)
+        groups = read_groups(a.input, require_positive=False)
+        topics, positives = {g.query_id: g.query for g in groups}, {g.query_id: g.positives for g in groups}
     else:
         if not (a.topics and a.qrels):
             raise InputError("give --topics and --qrels, or --input")

@@ -1,12 +1,7 @@
 """The Hugging Face ``Trainer`` around :mod:`.modeling`'s models, and the driver shared by :mod:`.retriever` and
-:mod:`.reranker`.
-
-What the Trainer gives for free: ``torchrun`` / DDP (gloo on CPU, NCCL on GPUs), DeepSpeed (``--deepspeed
-zero3`` or a config file), bf16/fp16, gradient accumulation, the learning-rate schedule, logging, and checkpoints
-(``checkpoint-N/``: the adapter, optimizer, scheduler, RNG states, trainer state) every ``--save_steps`` that
-``--resume_from_checkpoint DIR`` (or ``last``) continues from exactly. What this module adds: the loss, saving the
-adapter (not a wrapper's state dict) plus the tokenizer and a preset YAML, loading it back on resume, a time limit
-(``--max_train_minutes``) and per-epoch negative sampling.
+:mod:`.reranker`. The Trainer gives DDP / DeepSpeed, mixed precision, accumulation, schedules, logging and exact
+checkpoints; this module adds the loss, saving the adapter (not a wrapper's state dict) with the tokenizer and a
+preset YAML, loading it back on resume, a time limit (``--max_train_minutes``) and per-epoch negative sampling.
 """
 from __future__ import annotations
 
@@ -78,11 +73,9 @@ def resolve_resume(training_args) -> Optional[str]:
     from transformers.trainer_utils import get_last_checkpoint
     out = training_args.output_dir
     resume = training_args.resume_from_checkpoint
-    if resume == "auto":  # the last checkpoint when there is one, else a fresh start (re-runnable commands)
-        return get_last_checkpoint(out) if os.path.isdir(out) else None
-    if resume == "last":
+    if resume in ("auto", "last"):  # auto: the last checkpoint when there is one, else a fresh start
         last = get_last_checkpoint(out) if os.path.isdir(out) else None
-        if last is None:
+        if last is None and resume == "last":
             raise InputError(f"--resume_from_checkpoint last: no checkpoint-* in {out}")
         return last
     if resume:
@@ -144,8 +137,9 @@ def run(kind: str, argv=None, callbacks: Optional[List[TrainerCallback]] = None)
 def write_trained_preset(output_dir: str, kind: str, model_args, data_args, model) -> str:
     """``OUTPUT/preset.yaml``: the input settings the model was trained with (the pair format of a reranker
     included), so every inference command reads the same inputs from ``--encoder/--model OUTPUT``."""
+    base = model_args.model_name_or_path
     common = dict(name=os.path.basename(os.path.normpath(output_dir)), model=os.path.abspath(output_dir),
-                  base_model=_abs_if_dir(model_args.model_name_or_path) if model_args.lora else None,
+                  base_model=(os.path.abspath(base) if os.path.isdir(base) else base) if model_args.lora else None,
                   tokenizer=os.path.abspath(output_dir), query_prefix=data_args.query_prefix, padding_side="right")
     common = {k: v for k, v in common.items() if v is not None}
     if kind == "reranker":
@@ -162,7 +156,3 @@ def write_trained_preset(output_dir: str, kind: str, model_args, data_args, mode
     path = os.path.join(output_dir, DIR_PRESET)
     write_preset(path, preset, "written by repllama_pyserini.train: the settings this model was trained with")
     return path
-
-
-def _abs_if_dir(path: str) -> str:
-    return os.path.abspath(path) if os.path.isdir(path) else path

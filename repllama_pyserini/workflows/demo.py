@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 from ..cli import run_cli
@@ -33,10 +34,8 @@ def main(argv=None) -> None:
     if args.dataset == "scifact" or os.path.isdir(os.path.join(data, "pyserini-2cr")):
         from ..cli import InputError
         from ..formats.collections import twocr_beir_scores
-        try:
+        with contextlib.suppress(InputError):
             print(f"Pyserini 2CR bm25-flat (published): {twocr_beir_scores('bm25-flat', name, data)}")
-        except InputError:
-            pass
     cands = os.path.join(data, "msmarco-passage", "rank_llm_candidates")
     for dl, topics_name in (("dl19", "dl19-passage"), ("dl20", "dl20-passage")):
         bm25 = os.path.join(cands, f"trec_results_BM25_{dl}.txt")

@@ -5,14 +5,13 @@
         --encoder castorini/repllama-v1-7b-lora-passage-beir --reranker castorini/rankllama-v1-7b-lora-passage
 
     # any collection: corpus + topics + qrels, plus existing runs (TREC files or rank_llm candidate JSON)
-    python -m repllama_pyserini.workflows.pipeline --name dl19 --topics topics.dl19-passage.txt --qrels qrels.dl19-passage.txt \\
-        --run bm25=trec_results_BM25_dl19.txt --run repllama-7b=retrieve_results_REP_LLAMA_dl19.json.gz \\
-        --fuse bm25 repllama-7b
+    python -m repllama_pyserini.workflows.pipeline --name dl19 --topics topics.dl19-passage.txt \\
+        --qrels qrels.dl19-passage.txt --run bm25=trec_results_BM25_dl19.txt \\
+        --run repllama-7b=retrieve_results_REP_LLAMA_dl19.json.gz --fuse bm25 repllama-7b
 
-Every stage is one toolkit (or Pyserini) command writing one output under ``--work``; a rerun skips stages
-whose outputs are complete, made by the same command from the same inputs (a changed setting lists the outputs it
-makes stale and stops: see :mod:`repllama_pyserini.stages`). ``--dry-run`` prints the commands. At the end the runs are evaluated side by side
-(``repllama_pyserini.eval``; presets follow Pyserini's 2CR conventions for the collection).
+Every stage is one toolkit (or Pyserini) command writing one output under ``--work``; a rerun skips the stages whose
+outputs are complete and still valid (:mod:`.stages`). ``--dry-run`` prints the commands. At the end the runs are
+evaluated side by side with the collection's 2CR conventions (``repllama_pyserini.eval``).
 """
 from __future__ import annotations
 
@@ -37,11 +36,11 @@ def _py(module: str, *args: str) -> List[str]:
 
 
 def _write_topics(topics: Dict[str, str], path: str) -> str:
-    """Plain ``qid<TAB>text`` (what Pyserini's CLIs read), judged topics only."""
-    if not os.path.isfile(path):
+    """Plain ``qid<TAB>text`` (what Pyserini's CLIs read), judged topics only; rewritten when they changed."""
+    text = "".join(f"{qid}\t{' '.join(t.split())}\n" for qid, t in topics.items())
+    if not os.path.isfile(path) or open(path, encoding="utf-8").read() != text:
         with atomic_write(path) as f:
-            for qid, text in topics.items():
-                f.write(f"{qid}\t{' '.join(text.split())}\n")
+            f.write(text)
     return path
 
 
@@ -94,7 +93,7 @@ def build_steps(args, topics_file: str, corpus: Optional[str], runs: Dict[str, s
         runs[name] = os.path.join(w, f"run.{name}.trec")
         alpha = ["--alpha", args.alpha] if args.alpha is not None else []
         steps.append(Step(name, _py("repllama_pyserini.fusion", "--runs", *[runs[n] for n in fuse], "--method",
-                                    args.fusion, *alpha, "--depth", args.hits, "--hits", args.hits, "--output",
+                                    args.fusion, *alpha, "--depth", args.hits, "--k", args.hits, "--output",
                                     runs[name]), runs[name]))
     if args.reranker:
         source = args.rerank_input or next(n for n in ("hybrid", "dense", "bm25", *runs) if n in runs)
@@ -182,6 +181,11 @@ def main(argv=None) -> None:
         if not sep or not rname:
             raise InputError(f"--run expects NAME=PATH, got {spec!r}")
         runs[rname] = _as_trec(rname, path, args.work)
+    from ..presets import resolve
+    if args.encoder:  # a misspelled model is reported before any stage runs
+        resolve(args.encoder, "encoder")
+    if args.reranker:
+        resolve(args.reranker, "reranker")
     steps = build_steps(args, topics_file, corpus, runs)
     run_steps(steps, name, dry_run=args.dry_run)
     if args.dry_run:

@@ -6,6 +6,7 @@ from typing import List
 
 from ..formats.files import atomic_write
 
+
 def generate_doc(reg) -> str:
     """The markdown page for one regression (generated from its YAML, like Anserini's regression docs)."""
     lines = [f"# Regression: {reg.name}", "", "_Generated from "

@@ -5,12 +5,8 @@
     python -m repllama_pyserini.workflows.regressions --regression NAME --dry-run      # print the exact commands
     python -m repllama_pyserini.workflows.regressions --all --generate-docs-only       # regenerate docs/regressions/*.md
 
-Each YAML fully specifies a pipeline (see ``docs/regressions/README.md`` for the schema): the stages are the
-toolkit's own commands with ``${...}`` variables (``${data}``, ``${work}``, ``${python}``, ``${stage.NAME}`` = a
-stage's output, ``${shared}`` = a folder shared by regressions (e.g. one corpus index), ``${env:VAR}``, plus the YAML's ``variables``). Stages whose output exists and is complete are
-skipped (every toolkit command writes atomically). Scores are compared at 4 decimals as Pyserini's 2CR does:
-exact = OK, within the tolerance (default 0.0005) = OKish, otherwise FAIL; ``unverified: true`` scores are
-reported, never failed. Exit status is non-zero on any FAIL.
+The YAML schema, its ``${...}`` variables and how scores are compared (OK / OKish / FAIL at 4 decimals,
+``unverified`` never failed): ``docs/regressions/README.md``. Exit status is non-zero on any FAIL.
 """
 from __future__ import annotations
 
@@ -29,7 +25,7 @@ import yaml
 from ..cli import InputError, run_cli
 from ..formats import data_dir, read_qrels, read_run
 from ..formats.collections import REPO_ROOT
-from ..formats.files import atomic_write, write_json
+from ..formats.files import write_json
 from .regression_docs import write_doc, write_index
 from .stages import Step, run_steps
 

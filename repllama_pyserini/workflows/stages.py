@@ -4,7 +4,8 @@ complete is skipped (every toolkit command writes its output atomically), so a r
 Each output gets a record next to it (``.NAME.step.json``): the command that made it and the state of the earlier
 steps' outputs it read. A complete output is reused only when both still hold; otherwise (another model, depth...,
 or an input rebuilt since) the whole set of such outputs is listed before anything runs, so a changed setting never
-reports old results. Flags that only change speed (``--batch-size``, ``--threads``...) are not compared.
+reports old results; the files a step reads that no step makes (corpus, topics, runs) are fingerprinted by content
+too. Flags that only change speed (``--batch-size``, ``--threads``...) are not compared.
 """
 from __future__ import annotations
 
@@ -76,10 +77,21 @@ class Step:
         return [s for s in earlier if any(a == s.output or a.startswith(s.output.rstrip(os.sep) + os.sep)
                                           for a in self.argv)]
 
+    def files(self, earlier: List["Step"]) -> Dict[str, str]:
+        """The content fingerprints of the files and folders the command names that no step makes (the user's
+        corpus, topics, runs...)."""
+        from ..jobs import content_fingerprint
+        made = [s.output.rstrip(os.sep) for s in earlier] + [self.output.rstrip(os.sep)]
+        out = {}
+        for a in self.argv[1:]:
+            if os.path.exists(a) and not any(a == m or a.startswith(m + os.sep) for m in made):
+                out[a] = content_fingerprint(a)
+        return out
+
     def record(self, earlier: List["Step"]) -> None:
         with atomic_write(self.record_path()) as f:
-            json.dump({"command": self.command(), "inputs": {s.output: s.stamp() for s in self.inputs(earlier)}},
-                      f, indent=1)
+            json.dump({"command": self.command(), "inputs": {s.output: s.stamp() for s in self.inputs(earlier)},
+                       "files": self.files(earlier)}, f, indent=1)
 
     def why_stale(self, earlier: List["Step"], rebuilt: set) -> Optional[str]:
         """Why the complete output may not be reused (None: it may)."""
@@ -93,7 +105,8 @@ class Step:
                 return f"its input {s.output} is to be rebuilt"
             if s.output in rec.get("inputs", {}) and rec["inputs"][s.output] != s.stamp():
                 return f"its input {s.output} was rebuilt after it"
-        return None
+        changed = [f for f, fp in self.files(earlier).items() if rec.get("files", {}).get(f) != fp]
+        return f"its input {changed[0]} changed since" if changed else None
 
 
 def _flags(argv: List[str]) -> Dict[str, str]:

@@ -1,0 +1,38 @@
+"""Paired significance tests against their formulas: the t statistic by hand, the randomization test against the
+exact enumeration of every sign assignment."""
+import itertools
+import math
+
+import pytest
+
+from repllama_pyserini.eval.significance import compare, paired, randomization_test, t_test
+
+DIFFS = [0.12, -0.03, 0.25, 0.08, 0.0, 0.19, -0.07, 0.11]
+
+
+def test_t_test_is_the_paired_t_formula():
+    from scipy.stats import t as student
+    n = len(DIFFS)
+    mean = sum(DIFFS) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in DIFFS) / (n - 1))
+    t = mean / (sd / math.sqrt(n))
+    assert t_test(DIFFS) == pytest.approx(2 * student.sf(abs(t), n - 1), rel=1e-12)
+    assert t_test([0.0, 0.0, 0.0]) == 1.0
+
+
+def test_randomization_test_approaches_the_exact_enumeration():
+    observed = abs(sum(DIFFS))
+    flips = list(itertools.product((1, -1), repeat=len(DIFFS)))
+    exact = sum(abs(sum(s * d for s, d in zip(signs, DIFFS))) >= observed - 1e-12 for signs in flips) / len(flips)
+    assert randomization_test(DIFFS, trials=20000, seed=1) == pytest.approx(exact, abs=0.01)
+    assert randomization_test(DIFFS, trials=2000, seed=3) == randomization_test(DIFFS, trials=2000, seed=3)
+
+
+def test_compare_pairs_queries_and_refuses_different_ones():
+    a = {"q1": {"nDCG@10": 0.5}, "q2": {"nDCG@10": 0.2}, "q3": {"nDCG@10": 0.9}}
+    b = {"q1": {"nDCG@10": 0.7}, "q2": {"nDCG@10": 0.1}, "q3": {"nDCG@10": 0.95}}
+    assert paired({q: s["nDCG@10"] for q, s in a.items()}, {q: s["nDCG@10"] for q, s in b.items()}) == \
+        pytest.approx([0.2, -0.1, 0.05])
+    assert compare(a, b, ["nDCG@10"]) == {"nDCG@10": pytest.approx(t_test([0.2, -0.1, 0.05]))}
+    with pytest.raises(ValueError, match="different queries"):
+        compare(a, {"q1": b["q1"]}, ["nDCG@10"])
