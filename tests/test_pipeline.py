@@ -95,3 +95,40 @@ def test_tiny_models_end_to_end_on_real_subset(ir_data, tmp_path, tiny_encoder, 
         assert ours[q].keys() == theirs[q].keys() and all(abs(ours[q][d] - theirs[q][d]) < 1e-4 for d in theirs[q])
     r = _pipeline(*args)
     assert r.returncode == 0 and r.stderr.count("complete, skipped") == 6
+
+
+def test_query_sample_and_tuned_fusion(ir_data, tmp_path):
+    """--sample-queries runs and scores a seeded sample (the mean is over the sample's judged queries only);
+    --fusion-choice applies fusion.tune's setting: the pipeline's hybrid equals fusion --choice on the same runs."""
+    from repllama_pyserini.fusion.__main__ import main as fusion_main
+    from repllama_pyserini.fusion.tune import main as tune_main
+    c = os.path.join(ir_data, "msmarco-passage", "rank_llm_candidates")
+    tq = os.path.join(ir_data, "topics-and-qrels")
+    qrels_path = f"{tq}/qrels.dl20-passage.txt"
+    choice = tmp_path / "choice.json"
+    rep = tmp_path / "rep.trec"
+    from repllama_pyserini.formats import candidates_to_trec
+    candidates_to_trec(f"{c}/retrieve_results_REP_LLAMA_dl20.json.gz", str(rep))
+    # held-out queries for the choice: DL19 (the pipeline then runs DL20 with it)
+    rep19 = tmp_path / "rep19.trec"
+    candidates_to_trec(f"{c}/retrieve_results_REP_LLAMA_dl19.json.gz", str(rep19))
+    tune_main(["--runs", f"{c}/trec_results_BM25_dl19.txt", str(rep19), "--qrels", f"{tq}/qrels.dl19-passage.txt",
+               "--alphas", "0.1", "1", "--output", str(choice)])
+    args = ["--name", "dl20", "--topics", f"{tq}/topics.dl20.txt", "--qrels", qrels_path,
+            "--run", f"bm25={c}/trec_results_BM25_dl20.txt", "--run", f"rep={rep}", "--fuse", "bm25", "rep",
+            "--fusion-choice", str(choice), "--sample-queries", "10", "--seed", "5", "--work", str(tmp_path / "w"),
+            "--json", str(tmp_path / "m.json")]
+    r = _pipeline(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "a seeded sample: --sample-queries 10 --seed 5" in r.stdout
+    import random
+    qrels = read_qrels(qrels_path)
+    sample = set(random.Random(5).sample(sorted(qrels), 10))
+    m = json.load(open(tmp_path / "m.json"))["metrics"]
+    sub = {q: j for q, j in qrels.items() if q in sample}
+    bm25 = {q: h for q, h in read_run(f"{c}/trec_results_BM25_dl20.txt").items() if q in sample}
+    assert m["bm25"]["nDCG@10"] == pytest.approx(evaluate(bm25, sub, conventions="dl20-passage")["nDCG@10"], abs=1e-12)
+    fusion_main(["--runs", f"{c}/trec_results_BM25_dl20.txt", str(rep), "--choice", str(choice), "--output",
+                 str(tmp_path / "h.trec")])
+    want = {q: h for q, h in read_run(str(tmp_path / "h.trec")).items() if q in sample}
+    assert m["hybrid"] == pytest.approx(evaluate(want, sub, conventions="dl20-passage"), abs=1e-12)

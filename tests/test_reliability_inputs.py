@@ -209,6 +209,13 @@ def test_index_searched_with_another_encoder(files, tmp_path, tiny_encoder, monk
         FaissSearcher(idx, RepLLaMAQueryEncoder(encoder_dir=other))
     monkeypatch.setenv("REPLLAMA_PYSERINI_ALLOW_ENCODER_MISMATCH", "1")
     FaissSearcher(idx, RepLLaMAQueryEncoder(encoder_dir=other))
+    # the index searched with Pyserini's AutoQueryEncoder (what `--encoder DIR` without `repllama` in the name and
+    # without --encoder-class gets): meaningless scores, so refused; pre-encoded queries are not judged
+    from pyserini.encode import AutoQueryEncoder, QueryEncoder
+    with pytest.raises(InputError, match=r"searched with Pyserini's AutoQueryEncoder, but it was built by a RepLLaMA "
+                                         r"encoder: add --encoder-class repllama"):
+        FaissSearcher(idx, AutoQueryEncoder(tiny_encoder["base"], pooling="mean"))
+    FaissSearcher(idx, QueryEncoder())
 
 
 def test_reranking_with_an_untrained_score_head(files, capsys, tiny_causal):

@@ -36,3 +36,39 @@ def test_compare_pairs_queries_and_refuses_different_ones():
     assert compare(a, b, ["nDCG@10"]) == {"nDCG@10": pytest.approx(t_test([0.2, -0.1, 0.05]))}
     with pytest.raises(ValueError, match="different queries"):
         compare(a, {"q1": b["q1"]}, ["nDCG@10"])
+
+
+def test_eval_cli_significance_equals_scipy_ttest_rel_on_pytrec_eval_scores(tmp_path):
+    """The CLI's p-value of run B against run A = scipy's ``ttest_rel`` over pytrec_eval's per-query nDCG@10 (a
+    query without results counts 0, as trec_eval -c does)."""
+    import json
+    import pytrec_eval
+    from scipy.stats import ttest_rel
+    from repllama_pyserini.eval.__main__ import main
+    qrels = {f"q{i}": {f"d{i}": 1, f"d{i + 1}": 2} for i in range(12)}
+    runs = {}
+    for name, shift in (("a", 0), ("b", 1)):
+        path = tmp_path / f"{name}.trec"
+        lines = []
+        for i in range(12 - (name == "a")):  # run a lacks q11
+            docs = [f"d{(i + shift * (i % 3) + k) % 14}" for k in range(5)]
+            lines += [f"q{i} Q0 {d} {r + 1} {10 - r} {name}" for r, d in enumerate(docs)]
+        path.write_text("\n".join(lines) + "\n")
+        runs[name] = str(path)
+    (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 {d} {g}\n" for q, j in qrels.items() for d, g in j.items()))
+    out = tmp_path / "s.json"
+    main(["--run", runs["a"], runs["b"], "--qrels", str(tmp_path / "qrels.txt"), "--metrics", "nDCG@10",
+          "--significance", "t", "--json", str(out)])
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"})
+
+    def per_query(path):
+        run = {}
+        for line in open(path):
+            q, _, d, _, s, _ = line.split()
+            run.setdefault(q, {})[d] = float(s)
+        res = ev.evaluate(run)
+        return [res[q]["ndcg_cut_10"] if q in res else 0.0 for q in sorted(qrels)]
+    expected = ttest_rel(per_query(runs["b"]), per_query(runs["a"])).pvalue
+    got = json.loads(out.read_text())["runs"][1]["p_values"]["nDCG@10"]
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert "per_query" not in json.loads(out.read_text())["runs"][0]

@@ -167,14 +167,14 @@ def _encode_chunks(job: Job, make_encoder, s: EncodeSettings, i: int, n: int, ba
             if s.merge:
                 check_index_type(s.index_type, encoder.dimension)
         t0, e0 = encoder.num_truncated, encoder.num_empty
-        emb = encoder.encode_docs([d for _, d in keep])
+        emb = encoder.encode_docs([d for _, d in keep], on_batch=bar.update)  # the bar moves per batch
         buf = io.BytesIO()
         np.save(buf, emb)
         job.write_chunk(name, {".npy": buf.getvalue(), ".docids": "".join(d + "\n" for d, _ in keep).encode()},
                         rows=len(keep), consumed=len(chunk), skipped=len(chunk) - len(keep),
                         truncated=encoder.num_truncated - t0, empty=encoder.num_empty - e0,
                         dimension=int(emb.shape[1]))
-        bar.update(len(chunk))
+        bar.update(len(chunk) - len(keep))  # skipped documents
         bar.set_postfix_str(f"{(encoder.num_tokens - tokens0) / max(time.time() - started, 1e-9):,.0f} tok/s",
                             refresh=False)
 

@@ -11,7 +11,7 @@ passage is encoded as the prefix alone (counted in :attr:`num_empty`).
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -88,11 +88,11 @@ class RepLLaMAEncoder:
         return self.embed_ids(self._tokenize(texts, max_length or t.max_length), batch_size)
 
     def encode_docs(self, docs: Sequence[Doc], max_length: Optional[int] = None,
-                    batch_size: Optional[int] = None) -> np.ndarray:
+                    batch_size: Optional[int] = None, on_batch: Optional[Callable[[int], None]] = None) -> np.ndarray:
         t = self.passage_template
         self.num_empty += sum(not any(d.field(f).strip() for f in t.fields) for d in docs)
         texts = [t.passage_text(d) for d in docs]
-        return self.embed_ids(self._tokenize(texts, max_length or t.max_length), batch_size)
+        return self.embed_ids(self._tokenize(texts, max_length or t.max_length), batch_size, on_batch)
 
     def encode_passages(self, texts: Sequence[Optional[str]], titles: Optional[Sequence[Optional[str]]] = None,
                         max_length: Optional[int] = None, batch_size: Optional[int] = None,
@@ -112,11 +112,14 @@ class RepLLaMAEncoder:
         return ids
 
     @torch.inference_mode()
-    def embed_ids(self, ids: Sequence[Sequence[int]], batch_size: Optional[int] = None) -> np.ndarray:
-        """Embeddings ``[len(ids), dim]`` (float32), in input order."""
+    def embed_ids(self, ids: Sequence[Sequence[int]], batch_size: Optional[int] = None,
+                  on_batch: Optional[Callable[[int], None]] = None) -> np.ndarray:
+        """Embeddings ``[len(ids), dim]`` (float32), in input order; ``on_batch(n)`` after each batch of n."""
         out = np.empty((len(ids), self.dimension), dtype=np.float32)
         for rows in length_batches([len(x) for x in ids], batch_size or self.batch_size, self.max_batch_tokens):
             out[rows] = self.forward([ids[i] for i in rows]).cpu().numpy()
+            if on_batch is not None:
+                on_batch(len(rows))
         return out
 
     def forward(self, batch: Sequence[Sequence[int]]) -> torch.Tensor:

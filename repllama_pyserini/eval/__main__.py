@@ -2,7 +2,9 @@
 
     python -m repllama_pyserini.eval --run RUN [RUN ...] --qrels QRELS|COLLECTION [--metrics M ...]
         [--conventions dl19-passage|beir|...] [--topics TOPICS] [--only-run-queries | --queries-of RUN]
-        [--qa [--ks 1 5 10]] [--json out.json] [--per-query]
+        [--qa [--ks 1 5 10]] [--significance t|randomization] [--json out.json] [--per-query]
+
+``--significance``: a paired test over queries of every run against the first (eval/significance.py).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from ..formats import read_topics, require_file
 from ..formats.files import write_json
 from .evaluate import coverage, evaluate, format_table, load_qrels, load_run
 from .metrics import CONVENTIONS, METRIC_HELP, resolve_metrics
+from .significance import TESTS, compare
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20, 100], help="cutoffs of --qa")
     p.add_argument("--json", help="also write the scores as JSON")
     p.add_argument("--per-query", action="store_true", help="include per-query scores in the JSON")
+    p.add_argument("--significance", choices=TESTS,
+                   help="paired test of every run against the first: t (Student's t) or randomization (Fisher)")
     p.add_argument("--data", help="data folder for collection names (default: $REPLLAMA_PYSERINI_DATA, ../shared/ir-data)")
     return p
 
@@ -69,19 +74,33 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             unknown = [q for q in run if q not in topics]
             if unknown:
                 log(f"warning: {path}: {len(unknown)} run queries (e.g. {unknown[0]!r}) are not in {args.topics}")
-        scores = evaluate(run, judged, metrics, per_query_scores=args.per_query)
-        rows[path] = dict(scores["all"] if args.per_query else scores)
+        per_query = args.per_query or bool(args.significance)
+        scores = evaluate(run, judged, metrics, per_query_scores=per_query)
+        rows[path] = dict(scores["all"] if per_query else scores)
         if args.qa:
             from .qa import run_qa_metrics
             rows[path].update(run_qa_metrics(run, judged, args.ks))
         entry = {"run": path, "scores": rows[path], "judged_queries": cov.judged, "evaluated_queries": cov.evaluated,
                  "unjudged_run_queries": len(cov.extra)}
-        if args.per_query:
-            entry["per_query"] = {q: v for q, v in scores.items() if q != "all"}
+        entry["per_query"] = {q: v for q, v in scores.items() if q != "all"} if per_query else None
+        if args.significance and results:
+            if set(entry["per_query"]) != set(results[0]["per_query"]):
+                raise InputError(f"--significance: {path} and {results[0]['run']} are scored on different queries")
+            entry["p_values"] = compare(results[0]["per_query"], entry["per_query"], [m.name for m in metrics],
+                                        args.significance)
+            entry["p_values_against"] = results[0]["run"]
         results.append(entry)
     print(f"qrels {qrels_path} ({len(qrels)} queries)" + (f", conventions {conv}" if conv else ""))
     short = [os.path.basename(p) for p in rows]  # short row labels when they stay unambiguous
     print(format_table(dict(zip(short, rows.values())) if len(set(short)) == len(short) else rows))
+    if args.significance and len(results) > 1:
+        print(f"paired {'t' if args.significance == 't' else 'randomization'} test against {results[0]['run']} "
+              f"(two-sided p-values, {len(qrels)} queries):")
+        for r in results[1:]:
+            print(f"  {r['run']}: " + "  ".join(f"{m} p={p:.4g}" for m, p in r["p_values"].items()))
+    for r in results:
+        if not args.per_query:
+            r.pop("per_query")
     if args.json:
         write_json(args.json, {"qrels": qrels_path, "conventions": conv, "runs": results,
                                "metrics": {m.name: "trec_eval " + " ".join(m.trec_eval_args()) for m in metrics}})

@@ -24,9 +24,18 @@ def main(argv=None) -> None:
                                                          "(Pyserini's --resort; default: ranks as in the files)")
     p.add_argument("--normalization", action="store_true", help="hybrid: Pyserini's score normalisation")
     p.add_argument("--weight-on-dense", action="store_true", help="hybrid: sparse + alpha * dense")
+    p.add_argument("--choice", help="the setting chosen by repllama_pyserini.fusion.tune (its JSON): method, alpha, "
+                                    "normalization and rrf.k from there")
     p.add_argument("--output", required=True)
     p.add_argument("--tag", "--runtag", dest="tag", default=None, help="run tag (default: the method)")
     args = p.parse_args(argv)
+    if args.choice:
+        from ..formats.files import read_json
+        c = read_json(args.choice).get("choice") or {}
+        if c.get("method") not in METHODS:
+            raise InputError(f"{args.choice}: no fusion choice in it (write it with repllama_pyserini.fusion.tune)")
+        args.method, args.alpha = c["method"], c.get("alpha")
+        args.normalization, args.rrf_k = bool(c.get("normalization")), int(c.get("rrf_k", args.rrf_k))
     for n in ("depth", "hits", "rrf_k"):
         positive(n, getattr(args, n))
     if args.alpha is not None and not 0.0 <= args.alpha <= (1.0 if args.method == "interpolation" else float("inf")):

@@ -91,10 +91,11 @@ def build_steps(args, topics_file: str, corpus: Optional[str], runs: Dict[str, s
             raise InputError(f"--fuse names unknown runs {missing}; known: {sorted(runs)}")
         name = "hybrid" if "hybrid" not in runs else "hybrid2"
         runs[name] = os.path.join(w, f"run.{name}.trec")
-        alpha = ["--alpha", args.alpha] if args.alpha is not None else []
-        steps.append(Step(name, _py("repllama_pyserini.fusion", "--runs", *[runs[n] for n in fuse], "--method",
-                                    args.fusion, *alpha, "--depth", args.hits, "--k", args.hits, "--output",
-                                    runs[name]), runs[name]))
+        how = ["--choice", args.fusion_choice] if args.fusion_choice else ["--method", args.fusion] + \
+            (["--alpha", args.alpha] if args.alpha is not None else []) + \
+            (["--normalization"] if args.fusion_normalization else [])
+        steps.append(Step(name, _py("repllama_pyserini.fusion", "--runs", *[runs[n] for n in fuse], *how,
+                                    "--depth", args.hits, "--k", args.hits, "--output", runs[name]), runs[name]))
     if args.reranker:
         source = args.rerank_input or next(n for n in ("hybrid", "dense", "bm25", *runs) if n in runs)
         if source not in runs:
@@ -108,6 +109,11 @@ def build_steps(args, topics_file: str, corpus: Optional[str], runs: Dict[str, s
         steps.append(Step("rerank", _py("repllama_pyserini.rerank", "--model", args.reranker, "--run", runs[source],
                                         "--topics", topics_file, "--corpus", corpus, "--output", runs["rerank"],
                                         *extra), runs["rerank"]))
+        if args.rerank_fusion_choice:  # the reranker's score interpolated with its input's
+            runs["rerank+first"] = os.path.join(w, f"run.rerank.{source}.interpolated.trec")
+            steps.append(Step("rerank+first", _py("repllama_pyserini.fusion", "--runs", runs[source], runs["rerank"],
+                                                  "--choice", args.rerank_fusion_choice, "--output",
+                                                  runs["rerank+first"]), runs["rerank+first"]))
     return steps
 
 
@@ -131,6 +137,9 @@ def main(argv=None) -> None:
     p.add_argument("--fuse", nargs="+", help="runs to fuse into 'hybrid' (default with --first-stage hybrid: bm25 dense)")
     p.add_argument("--fusion", default="rrf", choices=("rrf", "interpolation", "hybrid", "average"))
     p.add_argument("--alpha", type=float, default=None)
+    p.add_argument("--fusion-normalization", action="store_true", help="hybrid: Pyserini's score normalisation")
+    p.add_argument("--fusion-choice", help="a fusion setting chosen on held-out queries by "
+                                           "repllama_pyserini.fusion.tune (overrides --fusion/--alpha)")
     p.add_argument("--hits", type=int, default=1000)
     p.add_argument("--depth", type=int, default=None, help="rerank depth (default: the reranker preset's)")
     p.add_argument("--rerank-max-length", type=int, default=None,
@@ -146,6 +155,11 @@ def main(argv=None) -> None:
     p.add_argument("--conventions", default=None, help="evaluation conventions (default: inferred from the qrels)")
     p.add_argument("--work", default=None, help="outputs (default: ./runs/pipeline/NAME, under the current directory)")
     p.add_argument("--json", default=None, help="also write the metrics table as JSON")
+    p.add_argument("--rerank-fusion-choice", help="also interpolate the reranked run with its input, as chosen on "
+                                                   "held-out queries by repllama_pyserini.fusion.tune")
+    p.add_argument("--sample-queries", type=int, default=None,
+                   help="run and evaluate a seeded random sample of N judged queries (demos; say so when reporting)")
+    p.add_argument("--seed", type=int, default=13, help="seed of --sample-queries")
     p.add_argument("--dry-run", action="store_true")
     args = p.parse_args(argv)
 
@@ -171,6 +185,11 @@ def main(argv=None) -> None:
     if missing:
         raise InputError(f"{len(missing)} judged topics (e.g. {missing[0]!r}) are absent from {topics_path}")
     topics = {q: t for q, t in topics.items() if q in qrels}
+    if args.sample_queries:
+        import random
+        keep = set(random.Random(args.seed).sample(sorted(topics), min(args.sample_queries, len(topics))))
+        topics = {q: t for q, t in topics.items() if q in keep}
+        qrels = {q: j for q, j in qrels.items() if q in keep}
     args.work = os.path.abspath(args.work or os.path.join("runs", "pipeline", name))
     os.makedirs(args.work, exist_ok=True)
     topics_file = _write_topics(topics, os.path.join(args.work, "topics.tsv"))
@@ -192,7 +211,9 @@ def main(argv=None) -> None:
         return
     conv = conv or conventions_of_qrels(qrels_path)
     rows = {rname: evaluate(path, qrels, conventions=conv) for rname, path in runs.items()}
-    print(f"\n{name}: {len(topics)} judged topics, conventions {conv or '(default metrics)'}")
+    sample = f" (a seeded sample: --sample-queries {args.sample_queries} --seed {args.seed})" \
+        if args.sample_queries else ""
+    print(f"\n{name}: {len(topics)} judged topics{sample}, conventions {conv or '(default metrics)'}")
     print(format_table(rows))
     if args.json:
         write_json(args.json, {"collection": name, "conventions": conv, "runs": runs, "metrics": rows})
