@@ -84,8 +84,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                  "unjudged_run_queries": len(cov.extra)}
         entry["per_query"] = {q: v for q, v in scores.items() if q != "all"} if per_query else None
         if args.significance and results:
-            if set(entry["per_query"]) != set(results[0]["per_query"]):
-                raise InputError(f"--significance: {path} and {results[0]['run']} are scored on different queries")
             entry["p_values"] = compare(results[0]["per_query"], entry["per_query"], [m.name for m in metrics],
                                         args.significance)
             entry["p_values_against"] = results[0]["run"]

@@ -14,13 +14,15 @@ from __future__ import annotations
 import random
 from typing import Dict, Mapping, Sequence
 
+from ..cli import InputError
+
 TESTS = ("t", "randomization")
 
 
 def paired(a: Mapping[str, float], b: Mapping[str, float]) -> Sequence[float]:
     """The per-query differences ``b - a`` over the queries both have (they must be the same queries)."""
     if set(a) != set(b):
-        raise ValueError(f"the runs were scored on different queries ({len(set(a) ^ set(b))} differ)")
+        raise InputError(f"the runs were scored on different queries ({len(set(a) ^ set(b))} differ)")
     return [b[q] - a[q] for q in sorted(a)]
 
 
