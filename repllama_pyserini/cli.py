@@ -41,7 +41,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def add_model_args(p: argparse.ArgumentParser, batch_size: int = 16, what: str = "model") -> None:
+def add_model_args(p: argparse.ArgumentParser, batch_size: Optional[int] = None, what: str = "model") -> None:
     """The loading and batching flags every model-running command has (the model itself is ``--encoder`` or
     ``--model``, added by the command)."""
     g = p.add_argument_group(what)
@@ -51,9 +51,13 @@ def add_model_args(p: argparse.ArgumentParser, batch_size: int = 16, what: str =
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     g.add_argument("--attn-implementation", default=None,
                    help="default: flash_attention_2 with flash-attn on CUDA, else sdpa")
-    g.add_argument("--batch-size", type=int, default=batch_size, help=f"sequences per forward pass (default {batch_size})")
-    g.add_argument("--max-batch-tokens", type=int, default=None,
-                   help="also cap a batch at this many padded tokens (long inputs go in smaller batches)")
+    from .templates import BATCH_SIZE, BATCH_TOKENS
+    batch_size = batch_size or BATCH_SIZE
+    g.add_argument("--batch-size", type=int, default=batch_size,
+                   help=f"at most this many sequences per forward pass (default {batch_size})")
+    g.add_argument("--max-batch-tokens", type=int, default=BATCH_TOKENS,
+                   help=f"and at most this many padded tokens (default {BATCH_TOKENS}; long inputs go in smaller batches, "
+                        "similar lengths together: docs/benchmark-real.md)")
 
 
 def add_job_args(p: argparse.ArgumentParser) -> None:

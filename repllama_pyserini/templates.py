@@ -25,6 +25,9 @@ from .formats.corpus import Doc
 
 PAIR_FORMATS = ("rankllama", "tevatron")
 POOLINGS = ("eos", "last", "mean")
+# batching defaults, measured on SmolLM2-135M fp32 CPU (docs/benchmark-real.md): rows and padded tokens per forward
+# pass, and the cost of one more pass in tokens
+BATCH_SIZE, BATCH_TOKENS, CALL_COST = 64, 2048, 16
 TextLike = Union[Doc, str, None]
 
 
@@ -151,16 +154,27 @@ class PairTemplate:
         return out
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: Optional[int] = None) -> List[List[int]]:
-    """Row indices per batch, longest first (ties in input order): at most ``batch_size`` rows and, with
-    ``max_tokens``, at most that many padded tokens (a longer sequence alone)."""
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: Optional[int] = None,
+                   call_cost: int = CALL_COST) -> List[List[int]]:
+    """Row indices per batch, longest first (ties in input order). The sorted rows are cut into the batches that
+    minimise padded tokens plus ``call_cost`` tokens per forward pass (exact dynamic programming), each with at most
+    ``batch_size`` rows and, with ``max_tokens``, at most that many padded tokens (a longer sequence alone): similar
+    lengths share a batch, a few long texts among short ones do not pad them all."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    out, i = [], 0
-    while i < len(order):
-        n = max(1, min(batch_size, max_tokens // lengths[order[i]])) if max_tokens else batch_size
-        out.append(order[i:i + n])
-        i += n
-    return out
+    size = [max(1, lengths[i]) for i in order]
+    n = len(size)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for i in range(n):  # a batch starting at row i is padded to size[i]
+        rows = max(1, min(batch_size, max_tokens // size[i])) if max_tokens else batch_size
+        for j in range(i + 1, min(n, i + rows) + 1):
+            cost = best[i] + call_cost + (j - i) * size[i]
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    out, j = [], n
+    while j > 0:
+        out.append(order[cut[j]:j])
+        j = cut[j]
+    return out[::-1]
 
 
 def pad(tokenizer, ids: Sequence[Sequence[int]], padding_side: str = "right",

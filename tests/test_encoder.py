@@ -338,3 +338,37 @@ def test_unreachable_hub_switches_to_offline_mode(monkeypatch, capsys):
     assert len(calls) == 1 and constants.HF_HUB_OFFLINE and "unreachable" in capsys.readouterr().err
     with pytest.raises(InputError, match="cannot load tokenizer some-org/uncached-model"):
         models.load_tokenizer("some-org/uncached-model")
+
+
+def _set_partitions(items):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _set_partitions(rest):
+        for i in range(len(part)):
+            yield part[:i] + [[first] + part[i]] + part[i + 1:]
+        yield [[first]] + part
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_length_batches_minimise_padding_plus_call_cost(seed):
+    """Against brute force over every partition of the rows (not only cuts of the sorted order)."""
+    import random
+    from repllama_pyserini.templates import length_batches
+    rng = random.Random(seed)
+    lengths = [rng.choice([3, 8, 9, 20, 40, 41, 120]) for _ in range(7)]
+    size, cap, budget = rng.choice([2, 3, 7]), rng.choice([None, 80, 130]), rng.choice([0, 16, 60])
+
+    def ok(batch):
+        return len(batch) <= size and (not cap or len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= cap)
+
+    def cost(batches):
+        return sum(budget + len(b) * max(lengths[i] for i in b) for b in batches)
+    best = min(cost(p) for p in _set_partitions(list(range(len(lengths)))) if all(ok(b) for b in p))
+    got = length_batches(lengths, size, cap, call_cost=budget)
+    assert sorted(i for b in got for i in b) == list(range(len(lengths)))
+    assert all(ok(b) for b in got) and cost(got) == best, (lengths, size, cap, budget, got)
+    assert all(lengths[b[0]] == max(lengths[i] for i in b) for b in got)  # longest first within a batch
+    if budget == 0:  # no cost per pass: no padding at all
+        assert all(len({lengths[i] for i in b}) == 1 for b in got)

@@ -4,7 +4,8 @@
 * ``query: {query}`` / ``passage: {title} {text}``, truncated to ``max_length - 1`` tokens, EOS appended;
 * the embedding is the final hidden state at that EOS (the last attended token), L2-normalised, float32.
 
-Batches are sorted by length (:func:`repllama_pyserini.templates.length_batches`); results come back in input order.
+Batches group similar lengths under a token budget (:func:`repllama_pyserini.templates.length_batches`); results come
+back in input order. With right padding the forward pass needs no attention mask (the plain causal kernel).
 Text beyond the max length is truncated (counted in :attr:`num_truncated`); an empty query is an error; an empty
 passage is encoded as the prefix alone (counted in :attr:`num_empty`).
 """
@@ -21,7 +22,7 @@ from ..cli import InputError
 from ..formats.corpus import Doc
 from ..models import checkpoint_identity, load_model, load_tokenizer, resolve_model
 from ..presets import resolve
-from ..templates import length_batches, pad, pool, position_ids, tokenize
+from ..templates import BATCH_SIZE, BATCH_TOKENS, length_batches, pad, pool, position_ids, tokenize
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
@@ -46,7 +47,7 @@ class RepLLaMAEncoder:
                  attn_implementation: Optional[str] = None, query_prefix: Optional[str] = None,
                  passage_prefix: Optional[str] = None, query_max_length: Optional[int] = None,
                  passage_max_length: Optional[int] = None, padding_side: Optional[str] = None,
-                 batch_size: int = 16, max_batch_tokens: Optional[int] = None,
+                 batch_size: int = BATCH_SIZE, max_batch_tokens: Optional[int] = BATCH_TOKENS,
                  pad_to_multiple_of: Optional[int] = None, model=None, tokenizer=None):
         self.preset, self.from_preset = resolve(
             model_name_or_path, "encoder", base_model=base_model, tokenizer=tokenizer_name, query_prefix=query_prefix,
@@ -124,9 +125,13 @@ class RepLLaMAEncoder:
 
     def forward(self, batch: Sequence[Sequence[int]]) -> torch.Tensor:
         enc = pad(self.tokenizer, batch, self.preset.padding_side, self.pad_to_multiple_of)
-        mask = enc["attention_mask"].to(self.device)
-        hidden = self.model(input_ids=enc["input_ids"].to(self.device), attention_mask=mask,
-                            position_ids=position_ids(mask), use_cache=False).last_hidden_state
+        mask, ids = enc["attention_mask"].to(self.device), enc["input_ids"].to(self.device)
+        if self.preset.padding_side == "right":
+            # causal attention never lets a real token see the pads after it: no mask, the plain causal kernel
+            hidden = self.model(input_ids=ids, use_cache=False).last_hidden_state
+        else:
+            hidden = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                                use_cache=False).last_hidden_state
         self.num_tokens += sum(len(x) for x in batch)
         reps = pool(hidden, mask, self.preset.pooling)
         return F.normalize(reps, p=2, dim=-1) if self.preset.normalize else reps

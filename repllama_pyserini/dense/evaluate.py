@@ -13,11 +13,12 @@ import time
 from typing import Dict, Optional
 
 from ..formats import beir_dataset, write_run
+from ..templates import BATCH_SIZE
 
 
 def evaluate_encoder(encoder: str, dataset: str = "scifact", data: Optional[str] = None, work: Optional[str] = None,
                      query_max_length: Optional[int] = None, passage_max_length: Optional[int] = None,
-                     batch_size: int = 16, output: Optional[str] = None, hits: int = 1000, overwrite: bool = False,
+                     batch_size: int = BATCH_SIZE, output: Optional[str] = None, hits: int = 1000, overwrite: bool = False,
                      progress: bool = True, dtype: str = "auto", device: str = "auto",
                      **loading) -> Dict[str, float]:
     """``loading``: more :class:`RepLLaMAEncoder` keywords (``base_model``, ``tokenizer_name``,

@@ -13,6 +13,7 @@ import numpy as np
 from pyserini.encode import DocumentEncoder, QueryEncoder
 
 from ..cli import InputError
+from ..templates import BATCH_SIZE
 from .encoder import RepLLaMAEncoder
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def _settings(fp16: bool, dtype: Optional[str], kwargs: dict) -> dict:
     keep = ("base_model", "attn_implementation", "padding_side", "max_batch_tokens", "pad_to_multiple_of")
     out = {k: kwargs[k] for k in keep if kwargs.get(k) is not None}
     out["dtype"] = dtype or ("fp16" if fp16 else None)
-    out["batch_size"] = kwargs.get("batch_size") or 16
+    out["batch_size"] = kwargs.get("batch_size") or BATCH_SIZE
     return out
 
 

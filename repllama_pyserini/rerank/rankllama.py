@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from ..cli import InputError
-from ..templates import PairTemplate, last_token, length_batches, pad, position_ids
+from ..templates import BATCH_SIZE, BATCH_TOKENS, PairTemplate, last_token, length_batches, pad, position_ids
 from .base import Reranker
 
 
@@ -29,7 +29,7 @@ class RankLLaMAReranker(Reranker):
     length-sorted, ``torch.inference_mode``."""
 
     def __init__(self, model, tokenizer, template: PairTemplate = PairTemplate(), depth: int = 200,
-                 batch_size: int = 16, max_tokens: Optional[int] = None, padding_side: str = "right",
+                 batch_size: int = BATCH_SIZE, max_tokens: Optional[int] = BATCH_TOKENS, padding_side: str = "right",
                  name: str = "rankllama", preset=None):
         if padding_side not in ("left", "right"):
             raise ValueError("padding_side must be 'left' or 'right'")
@@ -46,8 +46,8 @@ class RankLLaMAReranker(Reranker):
     def from_pretrained(cls, model_name_or_path: Optional[str] = None, preset: Optional[str] = None,
                         base_model: Optional[str] = None, tokenizer: Optional[str] = None,
                         granularity: Optional[str] = None, dtype: Optional[str] = None, device: Optional[str] = None,
-                        attn_implementation: Optional[str] = None, batch_size: int = 16,
-                        max_tokens: Optional[int] = None, allow_untrained_head: bool = False,
+                        attn_implementation: Optional[str] = None, batch_size: int = BATCH_SIZE,
+                        max_tokens: Optional[int] = BATCH_TOKENS, allow_untrained_head: bool = False,
                         **overrides) -> "RankLLaMAReranker":
         """Load a RankLLaMA checkpoint: ``model_name_or_path`` (a preset name, hub id or directory) with the settings of
         ``preset`` (default: its own), else the ``granularity`` defaults (passage: 512 tokens, depth 200; document:

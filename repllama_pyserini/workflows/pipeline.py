@@ -26,6 +26,7 @@ from ..cli import InputError, run_cli
 from ..dense.index import METADATA as DENSE_DONE
 from ..formats import candidates_to_trec, is_candidates, read_qrels, read_topics
 from ..formats.files import atomic_write, write_json
+from ..templates import BATCH_SIZE
 from .stages import Step, run_steps
 
 FIRST_STAGES = ("bm25", "dense", "hybrid")
@@ -147,7 +148,7 @@ def main(argv=None) -> None:
     p.add_argument("--passage-max-length", type=int, default=None,
                    help="dense encoder: max passage tokens (default: the encoder preset's; 156 for a model without "
                         "one, the MS MARCO setting: BEIR corpora with long documents may want 512)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--max-docs", type=int, default=None, help="encode only the first N docs (smoke tests)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--remove-query", action=argparse.BooleanOptionalAction, default=None,
