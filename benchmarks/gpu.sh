@@ -31,4 +31,4 @@ $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print(tor
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv || true
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 timeout 540 $PY benchmarks/bench_real.py --model "$DIR/model" --random-weights --texts "$DIR/texts.json" \
-  --device cuda --dtype bf16 --threads 1 --rounds 3 --scale 8 --json "$OUT_DIR/benchmark-real-gpu.json"
+  --device cuda --dtype bf16 --threads 1 --rounds 3 --scale 8 --no-competitors --json "$OUT_DIR/benchmark-real-gpu.json"

@@ -253,4 +253,29 @@ def load_model(model_name_or_path: str, kind: str = "encoder", base_model: Optio
                          f"neither the checkpoint nor its adapter): its scores would be random; pass "
                          f"--allow-untrained-head to rerank with it anyway")
     model.to(dev).eval()
+    if kind in ("encoder", "reranker") and merge:
+        onednn_linears(model)
     return model, resolved
+
+
+CPU_LINEAR_ENV = "REPLLAMA_PYSERINI_CPU_LINEAR"
+
+
+def onednn_linears(model) -> int:
+    """Inference on CPU in fp32: the transformer's linear layers run through oneDNN (``MkldnnLinear``) instead of
+    the default MKL GEMM, 1.4-1.6x faster on the AMD EPYC these benchmarks ran on (docs/benchmark-real.md); same
+    results to float rounding. Not for training (the layers are frozen) and never the one-logit score head. Off with
+    ``REPLLAMA_PYSERINI_CPU_LINEAR=torch``. Returns the number of layers converted."""
+    if os.environ.get(CPU_LINEAR_ENV, "onednn").lower() in ("torch", "mkl", "0", "off") or \
+            not torch.backends.mkldnn.is_available():
+        return 0
+    from torch.utils.mkldnn import MkldnnLinear
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    count = 0
+    for parent in list(backbone.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear and child.weight.device.type == "cpu" and \
+                    child.weight.dtype == torch.float32:
+                setattr(parent, name, MkldnnLinear(child, torch.float32))
+                count += 1
+    return count

@@ -57,6 +57,8 @@ def test_queries_and_passages_equal_model_card(tiny_encoder, card, padding_side)
                           passage_max_length=40)
     ck = enc.identity()["checkpoint"]
     assert ck["model"] == tiny_encoder["lora"] and ck["base_model"] == tiny_encoder["base"] and ck["model_weights"]
+    from torch.utils.mkldnn import MkldnnLinear  # the CPU default: oneDNN linears (models.onednn_linears)
+    assert sum(isinstance(m, MkldnnLinear) for m in enc.model.modules()) == 7 * enc.model.config.num_hidden_layers
     q = enc.encode_queries(QUERIES)
     ref_q = card([f"query: {x}" for x in QUERIES], 24)
     np.testing.assert_allclose(q, ref_q, atol=1e-5, rtol=0)
@@ -372,3 +374,12 @@ def test_length_batches_minimise_padding_plus_call_cost(seed):
     assert all(lengths[b[0]] == max(lengths[i] for i in b) for b in got)  # longest first within a batch
     if budget == 0:  # no cost per pass: no padding at all
         assert all(len({lengths[i] for i in b}) == 1 for b in got)
+
+
+def test_cpu_linear_switch(tiny_encoder, card, monkeypatch):
+    """REPLLAMA_PYSERINI_CPU_LINEAR=torch keeps torch's own linears; both give the model card's vectors."""
+    from torch.utils.mkldnn import MkldnnLinear
+    monkeypatch.setenv("REPLLAMA_PYSERINI_CPU_LINEAR", "torch")
+    enc = RepLLaMAEncoder(tiny_encoder["lora"], query_max_length=24)
+    assert not any(isinstance(m, MkldnnLinear) for m in enc.model.modules())
+    np.testing.assert_allclose(enc.encode_queries(QUERIES), card([f"query: {x}" for x in QUERIES], 24), atol=1e-5)
