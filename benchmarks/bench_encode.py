@@ -1,4 +1,4 @@
-"""Encoding benchmark (not a test): throughput, MFU, peak RSS, and what compressed index types cost in quality.
+"""Encoding benchmark (not a test): throughput, MFU and peak RSS.
 
     python benchmarks/bench_encode.py [--texts 48] [--queries 96] [--threads 1 2] [--model random-llama|smollm2|PATH]
                                       [--rss-sizes 2000 16000] [--smoke (tiny sizes, output in the temp dir)]
@@ -15,8 +15,8 @@
    (non-pad) tokens/s and FLOP/s are reported. FLOPs: 2 x (matmul weights) per token + causal attention
    (2 x 2 x layers x width x L^2 / 2 per sequence). MFU = achieved FLOP/s / measured peak.
 3. Peak RSS of ``python -m repllama_pyserini.dense encode`` (tiny model) on two corpus sizes (must stay flat).
-4. Index types (Faiss factory) built by ``merge`` from the larger corpus's chunks: size, and agreement with the
-   exact Flat ranking for real queries (TREC DL19+DL20): overlap of the top 10 / top 100.
+
+Index types (size, speed, quality) are measured on real embeddings by ``benchmarks/bench_index_types.py``.
 
 Writes ``docs/benchmark-encode.json`` and ``docs/benchmark-encode.md``.
 """
@@ -47,7 +47,6 @@ from repllama_pyserini.dense import RepLLaMAEncoder  # noqa: E402
 from repllama_pyserini.formats import data_dir, read_topics  # noqa: E402
 
 COLLECTION = "msmarco-passage/collection.dl19-dl20-candidates.tsv.gz"
-MSMARCO_PASSAGES, REPLLAMA_DIM = 8_841_823, 4096
 
 
 def read_passages(path, n=None):
@@ -175,7 +174,7 @@ def peak_rss(model_dir, corpus, n_docs, work, max_length=64):
     out = os.path.join(work, f"idx-{n_docs}")
     cmd = [sys.executable, "-m", "repllama_pyserini.dense", "encode", "--corpus", corpus, "--encoder", model_dir,
            "--output", out, "--max-docs", str(n_docs), "--max-length", str(max_length), "--chunk-size", "512",
-           "--batch-size", "32", "--no-progress", "--keep-chunks"]  # chunks kept (in OUTPUT.job) for index_types
+           "--batch-size", "32", "--no-progress"]
     t = time.time()
     env = dict(os.environ, OMP_NUM_THREADS="1")  # a 64-wide model gains nothing from threads on a shared box
     p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -198,54 +197,6 @@ def import_baseline_rss():
     _, _, usage = os.wait4(p.pid, 0)  # its few bytes of output fit in the pipe
     with p.stdout:
         return round(usage.ru_maxrss / 1024, 1), p.stdout.read().decode().split()
-
-
-def index_types(index_dir, model_dir, ir, specs, k_small=10, k_large=100):
-    import faiss
-    from repllama_pyserini.dense.encode import EncodeSettings, merge
-    tq = os.path.join(ir, "topics-and-qrels")
-    topics = {**read_topics(os.path.join(tq, "topics.dl19-passage.txt")),
-              **read_topics(os.path.join(tq, "topics.dl20.txt"))}
-    enc = RepLLaMAEncoder(model_dir)
-    q = enc.encode_queries(list(topics.values()))
-    flat = faiss.read_index(os.path.join(index_dir, "index"))
-    _, exact = flat.search(q, k_large)
-    n, d = flat.ntotal, flat.d
-    rows = {"Flat": dict(bytes_per_vector=round(os.path.getsize(os.path.join(index_dir, "index")) / n, 1),
-                         overlap_at_10=1.0, overlap_at_100=1.0, build_s=0.0)}
-    for spec in specs:
-        out = index_dir + "-" + spec.replace(",", "_")
-        t = time.time()
-        merge(EncodeSettings(output=out, work_dir=index_dir.rstrip(os.sep) + ".job", index_type=spec,
-                             keep_chunks=True, overwrite=True), by_hand=True)
-        build = time.time() - t
-        idx = faiss.read_index(os.path.join(out, "index"))
-        _, got = idx.search(q, k_large)
-        ov = lambda k: float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(exact, got)]))  # noqa: E731
-        meta = json.load(open(os.path.join(out, "repllama-index.json")))
-        rows[meta["index_type"]] = dict(bytes_per_vector=round(os.path.getsize(os.path.join(out, "index")) / n, 1),
-                                        overlap_at_10=round(ov(k_small), 4), overlap_at_100=round(ov(k_large), 4),
-                                        build_s=round(build, 1))
-    for name, r in rows.items():  # what each would take for MS MARCO passage at RepLLaMA's 4096 dimensions
-        b = per_dim_bytes(name, d)
-        r["msmarco_4096d_gb"] = None if b is None else \
-            round((r["bytes_per_vector"] - b * d + b * REPLLAMA_DIM) * MSMARCO_PASSAGES / 1e9, 1)
-    return dict(docs=n, dimension=d, queries=len(topics), rows=rows)
-
-
-def per_dim_bytes(spec, d):
-    """Bytes per dimension of a vector's code (the rest of bytes/vector is per-vector overhead: ids, links)."""
-    import re
-    m = re.search(r"PQ(\d+)(?:x(\d+))?", spec)
-    if m:
-        return int(m.group(1)) * int(m.group(2) or 8) / 8 / d
-    if "SQfp16" in spec or "SQbf16" in spec:
-        return 2
-    if "SQ8" in spec:
-        return 1
-    if spec.endswith("Flat") or spec.startswith("HNSW"):
-        return 4
-    return None
 
 
 def write_markdown(res, path):
@@ -290,17 +241,8 @@ def write_markdown(res, path):
           f"{x['index_mb']:.1f} |" for x in r]
     L += ["", f"RSS ratio largest/smallest: {res['rss_ratio']:.3f} for {r[-1]['docs'] / r[0]['docs']:.0f}x the "
           f"documents.", ""]
-    it = res["index_types"]
-    L += [f"## Index types ({it['docs']:,} documents, {it['dimension']}-d tiny-model vectors, {it['queries']} "
-          f"DL19+DL20 queries)", "",
-          "Agreement with the exact (Flat) ranking; sizes scaled to MS MARCO passage at 4096-d (8.8M x 4096 x 4 B = "
-          "145 GB, ~135 GiB, for Flat).", "",
-          "| index | bytes/vector | overlap@10 | overlap@100 | build s | MS MARCO 4096-d (GB) |",
-          "|---|---:|---:|---:|---:|---:|"]
-    for name, x in it["rows"].items():
-        gb = "n/a" if x["msmarco_4096d_gb"] is None else f"{x['msmarco_4096d_gb']}"
-        L.append(f"| {name} | {x['bytes_per_vector']} | {x['overlap_at_10']:.3f} | {x['overlap_at_100']:.3f} | "
-                 f"{x['build_s']} | {gb} |")
+    L += ["## Index types", "", "Measured on the trained SciFact retriever's real embeddings through "
+          "`pyserini.search.faiss`: [benchmark-index-types.md](benchmark-index-types.md)."]
     L += ["", "Notes: " + res["notes"], ""]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(L))
@@ -319,7 +261,6 @@ def main():
     ap.add_argument("--model", nargs="+", default=["random-llama"],
                     help="random-llama (hidden 1024, 4 layers), smollm2 (if cached), or a model dir")
     ap.add_argument("--rss-sizes", type=int, nargs=2, default=[2000, 16000])
-    ap.add_argument("--index-types", nargs="+", default=["SQfp16", "HNSW32", "ivfpq"])
     ap.add_argument("--json", default=os.path.join(REPO, "docs", "benchmark-encode.json"))
     ap.add_argument("--md", default=os.path.join(REPO, "docs", "benchmark-encode.md"))
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, meaningless numbers, output in the temp dir")
@@ -372,12 +313,10 @@ def main():
         corpus = os.path.join(ir, COLLECTION)
         rss, (base_rss, base_modules) = [], import_baseline_rss()
         for n in args.rss_sizes:
-            out, r = peak_rss(tiny, corpus, n, work)
+            _, r = peak_rss(tiny, corpus, n, work)
             r["above_import_baseline_mb"] = round(r["peak_rss_mb"] - base_rss, 1)
             print(r, flush=True)
             rss.append(r)
-        it = index_types(out, tiny, ir, args.index_types)
-        print(json.dumps(it, indent=1), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res = dict(command=" ".join(["python benchmarks/bench_encode.py"] + sys.argv[1:]),
@@ -385,11 +324,9 @@ def main():
                             cores=os.cpu_count(), loadavg_start=[round(x, 2) for x in load0],
                             loadavg_end=[round(x, 2) for x in os.getloadavg()], torch=torch.__version__),
                throughput=results, rss=rss, import_baseline_rss_mb=base_rss, import_baseline_modules=base_modules,
-               rss_ratio=round(rss[-1]["peak_rss_mb"] / rss[0]["peak_rss_mb"], 3), index_types=it,
+               rss_ratio=round(rss[-1]["peak_rss_mb"] / rss[0]["peak_rss_mb"], 3),
                notes=("fp32 on CPU. The random models have real LLaMA architecture and real tokenised text but random "
-                      "weights: throughput/FLOPs are those of the architecture; the index-type agreement is measured "
-                      "on 64-d tiny-model vectors and only indicates the direction of the quality change for "
-                      "4096-d RepLLaMA vectors (SQfp16 is near-lossless at any dimension; PQ error depends on it)."))
+                      "weights: throughput/FLOPs are those of the architecture."))
     with open(args.json, "w", encoding="utf-8") as f:
         json.dump(res, f, indent=1)
     write_markdown(res, args.md)

@@ -10,7 +10,10 @@
 3. Patch (``FaissSearcher`` has no hook for it): after ``FaissSearcher.__init__`` with a RepLLaMA query encoder, the
    index is checked against the encoder: another dimension is an error; an index whose ``repllama-index.json``
    records other weights or settings is an error unless ``REPLLAMA_PYSERINI_ALLOW_ENCODER_MISMATCH=1``.
-4. Patch (Pyserini's CLIs show tracebacks): ``sys.excepthook`` prints this toolkit's own errors (``InputError``,
+4. Patch (``FaissSearcher.load_index`` reads one ``index`` whole): ``--index`` naming the shards of ``encode
+   --no-merge`` (a work dir or one shard dir) or a directory of index dirs, or a Flat index dir when
+   ``REPLLAMA_PYSERINI_MMAP=1``, is searched in place, memory-mapped window by window (:mod:`.dense.search`).
+5. Patch (Pyserini's CLIs show tracebacks): ``sys.excepthook`` prints this toolkit's own errors (``InputError``,
    ``JavaNotFoundError``) raised inside them as one line; any other exception keeps its traceback.
 """
 from __future__ import annotations
@@ -65,10 +68,10 @@ def check_index(index_dir: str, dimension: int, query_encoder) -> None:
     if not isinstance(query_encoder, RepLLaMAQueryEncoder):
         if getattr(query_encoder, "model", None) is None:  # pre-encoded queries (--encoded-queries): not ours to judge
             return
-        from .dense.index import read_metadata
+        from .dense.search import metadata
         encoder_dir = getattr(query_encoder, "encoder_dir", None) or \
             getattr(getattr(getattr(query_encoder, "model", None), "config", None), "_name_or_path", None)
-        why = "it was built by a RepLLaMA encoder" if read_metadata(index_dir) is not None else \
+        why = "it was built by a RepLLaMA encoder" if metadata(index_dir) is not None else \
             f"{encoder_dir} is a repllama-pyserini checkpoint" if _is_our_checkpoint(encoder_dir) else None
         if why:
             raise InputError(f"{index_dir} is searched with Pyserini's {type(query_encoder).__name__}, but {why}: "
@@ -80,8 +83,9 @@ def check_index(index_dir: str, dimension: int, query_encoder) -> None:
     if enc.dimension and int(dimension) != enc.dimension:
         raise InputError(f"dimension mismatch: {index_dir} holds {dimension}-d vectors but the query encoder "
                          f"{enc.preset.name} produces {enc.dimension}-d ones (was the index built with another model?)")
-    from .dense.index import read_metadata, encoder_key
-    meta = read_metadata(index_dir)
+    from .dense.index import encoder_key
+    from .dense.search import metadata
+    meta = metadata(index_dir)
     if meta is None or os.environ.get(ALLOW_MISMATCH) == "1":
         return
     built, now = encoder_key(meta["encoder"]), encoder_key(enc.identity())
@@ -106,10 +110,22 @@ def patch_faiss_searcher() -> None:
 
     __init__._repllama = True
     cls.__init__ = __init__
+    load = cls.load_index
+
+    def load_index(self, index_dir):
+        from .dense.search import open_index, wanted
+        if not wanted(index_dir):
+            return load(self, index_dir)
+        if self.faiss_device != "cpu":
+            from .cli import InputError
+            raise InputError(f"{index_dir} is searched in place, on the CPU: drop --faiss-device {self.faiss_device}")
+        return open_index(index_dir)
+
+    cls.load_index = load_index
 
 
 def install_excepthook() -> None:
-    """Patch 4 (see the module doc); installed before Pyserini starts its JVM."""
+    """Patch 5 (see the module doc); installed before Pyserini starts its JVM."""
     import sys
     if getattr(sys.excepthook, "_repllama", False):
         return

@@ -5,6 +5,11 @@ local checkpoint)::
     python -m repllama_pyserini.dense merge --output INDEX_DIR [--index-type Flat|SQfp16|HNSW32|IVF4096,PQ64]
     python -m repllama_pyserini.dense evaluate --encoder MODEL --dataset scifact [--work DIR]
     python -m pyserini.search.faiss --encoder-class repllama --encoder MODEL --index INDEX_DIR --topics ... --output ...
+
+Pyserini's searcher (through the plugin) also searches without merging and without loading the vectors, with the
+merged index's exact hits: ``--index OUTPUT.job`` (the shards of ``encode --no-merge``), ``--index DIR`` (a directory
+of Flat index dirs, in natural order), or ``REPLLAMA_PYSERINI_MMAP=1`` with a Flat ``--index INDEX_DIR``
+(memory-mapped window by window: see ``docs/benchmark-shards.md``).
 """
 from __future__ import annotations
 
@@ -40,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--on-empty", choices=("encode", "skip", "error"), default="encode",
                    help="documents without text: encode the prefix alone (default), skip or stop")
     e.add_argument("--max-docs", type=int, help="encode only the first N documents (smoke tests)")
-    e.add_argument("--no-merge", dest="merge", action="store_false", help="leave the shards for a later merge")
+    e.add_argument("--no-merge", dest="merge", action="store_false",
+                   help="leave the shards for a later merge (or search them in place: --index OUTPUT.job)")
     add_model_args(e)
     add_job_args(e)
     _index_args(e)

@@ -40,6 +40,17 @@ def index_spec(spec: str, d: int, n: int) -> str:
     return s
 
 
+def no_polysemous(index) -> None:
+    """Skip PQ's polysemous code training: it serves Hamming-filtered search, which Pyserini never runs, and made PQ
+    builds ~20x slower with identical rankings (docs/benchmark-index-types.md)."""
+    import faiss
+    idx = faiss.downcast_index(index)
+    inner = faiss.downcast_index(idx.index) if hasattr(idx, "index") and idx.index is not None else None
+    for x in (idx, inner):
+        if x is not None and hasattr(x, "do_polysemous_training"):
+            x.do_polysemous_training = False
+
+
 def check_index_type(index_type: str, d: int) -> None:
     """Refuse an index type Faiss cannot make for dimension ``d`` before hours of encoding, not after."""
     import faiss
@@ -54,7 +65,8 @@ def check_index_type(index_type: str, d: int) -> None:
 
 def flat_header(d: int, n: int) -> bytes:
     """The bytes Faiss writes before the vectors of an ``IndexFlatIP`` of ``n`` ``d``-dim vectors, derived from Faiss'
-    own serialisation of 0..3 vectors (count fields located and checked to be linear in n)."""
+    own serialisation of a few vectors: the 8-byte count fields are located (a field's low byte may never change:
+    the float count ``d * k`` when d is a multiple of 256) and checked to be linear in n."""
     import faiss
 
     def ser(k):
@@ -64,17 +76,23 @@ def flat_header(d: int, n: int) -> bytes:
         return bytes(faiss.serialize_index(idx))
 
     h0 = ser(0)
-    hs = [ser(k)[:len(h0)] for k in (1, 2, 3)]
-    offsets: List[int] = []
-    for i in (i for i in range(len(h0)) if h0[i] != hs[0][i]):
-        if not any(o <= i < o + 8 for o in offsets):
-            offsets.append(i)
-    fields = []
-    for o in offsets:
-        v1 = int.from_bytes(hs[0][o:o + 8], "little")
-        if any(int.from_bytes(hs[k][o:o + 8], "little") != (k + 1) * v1 for k in (1, 2)):
-            raise RuntimeError("unexpected Faiss IndexFlat serialisation; use --index-type with a factory string")
-        fields.append((o, v1))
+    ks = (1, 2, 3, 257)
+    hs = {k: ser(k)[:len(h0)] for k in ks}
+    fields: List[Tuple[int, int]] = []
+
+    def linear(o):
+        v1 = int.from_bytes(hs[1][o:o + 8], "little")
+        ok = o + 8 <= len(h0) and not int.from_bytes(h0[o:o + 8], "little") and \
+            all(int.from_bytes(hs[k][o:o + 8], "little") == k * v1 for k in ks)
+        return v1 if ok else None
+
+    for i in range(len(h0)):
+        if any(h0[i] != h[i] for h in hs.values()) and not any(o <= i < o + 8 for o, _ in fields):
+            o = next((o for o in range(i, max(-1, i - 8, *(f + 7 for f, _ in fields)), -1)
+                      if linear(o) is not None), None)
+            if o is None:
+                raise RuntimeError("unexpected Faiss IndexFlat serialisation; use --index-type with a factory string")
+            fields.append((o, linear(o)))
 
     def header(k):
         out = bytearray(h0)
@@ -82,7 +100,7 @@ def flat_header(d: int, n: int) -> bytes:
             out[o:o + 8] = (v1 * k).to_bytes(8, "little")
         return bytes(out)
 
-    if header(1) != hs[0] or header(2) != hs[1]:
+    if any(header(k) != hs[k] for k in ks):
         raise RuntimeError("unexpected Faiss IndexFlat serialisation; use --index-type with a factory string")
     return header(n)
 
@@ -129,6 +147,7 @@ def write_index(output: str, chunks: Sequence[Tuple[object, int]], load, d: int,
                     if not index.is_trained:
                         sample = _sample(chunks, load, train_size)
                         log(f"training {spec} on {len(sample)} vectors")
+                        no_polysemous(index)
                         index.train(sample)
                     for ref, _ in chunks:
                         x, ids = load(ref)
