@@ -8,8 +8,10 @@ Methods (same token ids, outputs checked against the model-card loop):
 * ``ours (defaults)``: :class:`RepLLaMAEncoder` / :class:`RankLLaMAReranker` as loaded by the toolkit (on CPU the
   linear layers through oneDNN, ``models.onednn_linears``) with their default batching (at most 64 rows and 2,048
   padded tokens per pass, similar lengths together, ``templates.length_batches``), text in, vectors out;
-* ablations: ``ours, torch linears`` (the same batching, torch's default MKL GEMM) and ``ours, batch 16`` (the
-  previous default: torch linears, fixed batches of 16 sorted by length);
+* ablations: the other linear choice (``ours, torch linears`` or ``ours, oneDNN linears``: the same batching),
+  ``ours, batch 16`` (the previous default: torch linears, fixed batches of 16 sorted by length) and, on CPU,
+  ``ours, bf16 (--dtype bf16)`` (the opt-in: same batching, bf16 weights; its MFU is against the bf16 GEMM peak, and
+  its outputs differ from fp32 by bf16 rounding: see its max abs diff);
 * ``sentence-transformers``: ``SentenceTransformer`` (last-token pooling, Normalize, batch 32, no chat template) and
   ``CrossEncoder`` (batch 32) — ``benchmarks/_competitors.py``;
 * ``ONNX Runtime``: the same model exported with ``torch.onnx.export``, sorted batches of 16, right padding.
@@ -178,14 +180,26 @@ _OURS = {}
 
 
 def ours_models(enc, cls):
-    """The encoder and reranker as ``models.load_model`` leaves them (on CPU: oneDNN linears), made once."""
+    """The encoder and reranker as ``models.load_model`` leaves them (on CPU in fp32: oneDNN linears where measured
+    faster, ``models.onednn_linears``), the other linear choice, and bf16 copies (CPU fp32 runs only), made once."""
     if not _OURS:
         import copy
         from repllama_pyserini.models import onednn_linears
         _OURS["enc"], _OURS["cls"] = copy.deepcopy(enc), copy.deepcopy(cls)
         if enc.device.type == "cpu" and enc.dtype == torch.float32:
-            onednn_linears(_OURS["enc"]), onednn_linears(_OURS["cls"])
-    return _OURS["enc"], _OURS["cls"]
+            _OURS["onednn"] = bool(onednn_linears(_OURS["enc"])) and bool(onednn_linears(_OURS["cls"]))
+            if _OURS["onednn"]:  # the ablation is the other choice
+                _OURS["other"] = (enc, cls, "ours, torch linears")
+            else:
+                os.environ["REPLLAMA_PYSERINI_CPU_LINEAR"] = "onednn"
+                other = copy.deepcopy(enc), copy.deepcopy(cls)
+                onednn_linears(other[0]), onednn_linears(other[1])
+                del os.environ["REPLLAMA_PYSERINI_CPU_LINEAR"]
+                _OURS["other"] = (*other, "ours, oneDNN linears")
+            _OURS["bf16"] = copy.deepcopy(enc).to(torch.bfloat16), copy.deepcopy(cls).to(torch.bfloat16)
+        else:
+            _OURS["other"] = (enc, cls, None)
+    return _OURS
 
 
 def _has_flash():
@@ -210,33 +224,42 @@ class _Counted:
         return list(getattr(self.inner, "mismatches", []))
 
 
+BF16 = "ours, bf16 (--dtype bf16)"
+
+
 def methods_for(kind, args, tok, enc, cls, encoder_dir, seqcls_dir, max_length, work_dir):
     """``{method: callable(texts) -> outputs}`` for one workload (loading not timed)."""
     from repllama_pyserini.dense.encoder import RepLLaMAEncoder
     from repllama_pyserini.rerank.rankllama import RankLLaMAReranker
     from repllama_pyserini.templates import PairTemplate
     dev = args.device
-    fast_enc, fast_cls = ours_models(enc, cls)
+    o = ours_models(enc, cls)
+    variants = [("ours (defaults)", o["enc"], o["cls"], {})]
+    if o["other"][2]:
+        variants.append((o["other"][2], o["other"][0], o["other"][1], {}))
+    variants.append(("ours, batch 16", enc, cls, dict(batch_size=16, max_tokens=None)))
+    if "bf16" in o:
+        variants.append((BF16, o["bf16"][0], o["bf16"][1], {}))
     if kind == "pair":
         tmpl = PairTemplate(max_length=max_length)
-        ours, plain = RankLLaMAReranker(fast_cls, tok, tmpl), RankLLaMAReranker(cls, tok, tmpl)
-        old = RankLLaMAReranker(cls, tok, tmpl, batch_size=16, max_tokens=None)
         m = {"model-card loop": lambda p: model_card_rerank(cls, tok, p, max_length, dev)}
-        for name, r in (("ours (defaults)", ours), ("ours, torch linears", plain), ("ours, batch 16", old)):
+        for name, _, model, kw in variants:
+            r = RankLLaMAReranker(model, tok, tmpl, **kw)
             m[name] = lambda p, r=r: np.array(r.score_pairs([q for q, _ in p], [d for _, d in p]))
+        ours = RankLLaMAReranker(o["cls"], tok, tmpl)
     else:
         kw = dict(tokenizer=tok, query_max_length=max_length, passage_max_length=max_length)
-        ours, plain = RepLLaMAEncoder(args.model, model=fast_enc, **kw), RepLLaMAEncoder(args.model, model=enc, **kw)
-        old = RepLLaMAEncoder(args.model, model=enc, batch_size=16, max_batch_tokens=None, **kw)
+        encs = {name: RepLLaMAEncoder(args.model, model=model, **kw, **({"batch_size": 16, "max_batch_tokens": None}
+                                                                        if extra else {}))
+                for name, model, _, extra in variants}
+        ours = encs["ours (defaults)"]
         if kind == "query":
             m = {"model-card loop": lambda t: model_card_encode(enc, tok, [f"query: {x}" for x in t], max_length, dev)}
-            m.update({"ours (defaults)": ours.encode_queries, "ours, torch linears": plain.encode_queries,
-                      "ours, batch 16": old.encode_queries})
+            m.update({name: e.encode_queries for name, e in encs.items()})
         else:
             m = {"model-card loop": lambda d: model_card_encode(enc, tok, [ours.passage_template.passage_text(x)
                                                                             for x in d], max_length, dev)}
-            m.update({"ours (defaults)": ours.encode_docs, "ours, torch linears": plain.encode_docs,
-                      "ours, batch 16": old.encode_docs})
+            m.update({name: e.encode_docs for name, e in encs.items()})
     if args.no_competitors:
         return m
     import _competitors as c
@@ -295,6 +318,7 @@ def run(args):
     for threads in args.threads:
         torch.set_num_threads(threads)
         peak, gemms = matmul_peak(args.device, enc.dtype)
+        bf16_peak = matmul_peak(args.device, torch.bfloat16)[0] if "bf16" in ours_models(enc, cls) else None
         jobs = []
         for name, kind, L, n in work:
             x = inputs_for(kind, n * args.scale, claims, docs, longest, L)
@@ -314,18 +338,21 @@ def run(args):
                           file=sys.stderr, flush=True)
         peak2, gemms2 = matmul_peak(args.device, enc.dtype)
         peak = max(peak, peak2)
+        if bf16_peak:
+            bf16_peak = max(bf16_peak, matmul_peak(args.device, torch.bfloat16)[0])
         gemms = {k: max(v, gemms2[k]) for k, v in gemms.items()}
         for name, kind, L, x, lengths, flops, methods in jobs:
             ref, loop = outs[name, "model-card loop"][0], best[name, "model-card loop"]
             for meth in methods:
                 secs, (out, skip) = best[name, meth], outs[name, meth]
                 keep = np.setdiff1d(np.arange(len(ref)), np.asarray(skip, dtype=int))
+                pk = bf16_peak if meth == BF16 else peak  # MFU against the peak of the dtype it runs in
                 rows.append(dict(threads=threads, work=name, kind=kind, max_length=L, texts=len(x),
                                  tokens=sum(lengths), mean_tokens=round(float(np.mean(lengths)), 1),
                                  padding_if_one_batch=round(1 - sum(lengths) / (len(lengths) * max(lengths)), 3),
                                  method=meth, seconds=round(secs, 4), tokens_per_s=round(sum(lengths) / secs, 1),
-                                 items_per_s=round(len(x) / secs, 3), mfu=round(flops / secs / peak, 4),
-                                 vs_loop=round(loop / secs, 3), peak_gflops=round(peak / 1e9, 1), gemm_gflops=gemms,
+                                 items_per_s=round(len(x) / secs, 3), mfu=round(flops / secs / pk, 4),
+                                 vs_loop=round(loop / secs, 3), peak_gflops=round(pk / 1e9, 1), gemm_gflops=gemms,
                                  max_abs_diff_vs_loop=float(np.abs(out[keep] - ref[keep]).max()),
                                  rows_with_other_input=len(skip)))
     for r in rows:
@@ -350,6 +377,8 @@ def write_markdown(res, path):
     for threads in sorted({r["threads"] for r in res["rows"]}):
         rows = [r for r in res["rows"] if r["threads"] == threads]
         gemm = ", ".join(f"{k} {v}" for k, v in rows[0]["gemm_gflops"].items())
+        bf = next((r["peak_gflops"] for r in rows if r["method"] == BF16), None)
+        gemm += f"; bf16 rows: against the bf16 GEMM peak, {bf} GFLOP/s" if bf else ""
         lines += [f"## {threads} thread(s): peak {rows[0]['peak_gflops']} GFLOP/s, the best 2048^3 GEMM of this run "
                   f"({gemm})", "",
                   "| work | texts (mean tokens) | method | tokens/s | items/s | MFU | vs loop | vs sentence-transformers "

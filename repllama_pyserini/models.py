@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -263,19 +264,43 @@ CPU_LINEAR_ENV = "REPLLAMA_PYSERINI_CPU_LINEAR"
 
 def onednn_linears(model) -> int:
     """Inference on CPU in fp32: the transformer's linear layers run through oneDNN (``MkldnnLinear``) instead of
-    the default MKL GEMM, 1.4-1.6x faster on the AMD EPYC these benchmarks ran on (docs/benchmark-real.md); same
-    results to float rounding. Not for training (the layers are frozen) and never the one-logit score head. Off with
-    ``REPLLAMA_PYSERINI_CPU_LINEAR=torch``. Returns the number of layers converted."""
-    if os.environ.get(CPU_LINEAR_ENV, "onednn").lower() in ("torch", "mkl", "0", "off") or \
-            not torch.backends.mkldnn.is_available():
+    torch's default (MKL) GEMM where oneDNN is measured faster on this CPU: 1.4-1.6x on an AMD EPYC (AVX2), 5-13%
+    slower on an Intel Xeon with AVX-512 (docs/benchmark-real.md). ``REPLLAMA_PYSERINI_CPU_LINEAR`` = ``auto``
+    (default: time the model's widest layer both ways, :func:`onednn_faster`), ``onednn`` or ``torch``. Same results
+    to float rounding. Not for training (the layers are frozen) and never the one-logit score head. Returns the
+    number of layers converted."""
+    choice = os.environ.get(CPU_LINEAR_ENV, "auto").lower()
+    if choice in ("torch", "mkl", "0", "off") or not torch.backends.mkldnn.is_available():
         return 0
     from torch.utils.mkldnn import MkldnnLinear
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
-    count = 0
-    for parent in list(backbone.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is torch.nn.Linear and child.weight.device.type == "cpu" and \
-                    child.weight.dtype == torch.float32:
-                setattr(parent, name, MkldnnLinear(child, torch.float32))
-                count += 1
-    return count
+    linears = [(parent, name, child) for parent in list(backbone.modules())
+               for name, child in list(parent.named_children())
+               if type(child) is torch.nn.Linear and child.weight.device.type == "cpu"
+               and child.weight.dtype == torch.float32]
+    widest = max(((c.in_features, c.out_features) for _, _, c in linears), key=lambda s: (s[0] * s[1], s[1]),
+                 default=None)
+    if widest is None or (choice != "onednn" and not onednn_faster(widest, torch.get_num_threads())):
+        return 0
+    for parent, name, child in linears:
+        setattr(parent, name, MkldnnLinear(child, torch.float32))
+    return len(linears)
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_faster(shape: Tuple[int, int], threads: int, rows: int = 128, reps: int = 5) -> bool:
+    """Whether oneDNN runs an ``(in, out)`` fp32 linear on ``rows`` rows at least 10% faster than torch here (best
+    of ``reps`` interleaved timings each; tens of milliseconds for a 7B model's layer)."""
+    import time
+    from torch.utils.mkldnn import MkldnnLinear
+    lin = torch.nn.utils.skip_init(torch.nn.Linear, *shape, bias=False)
+    torch.nn.init.uniform_(lin.weight, -0.05, 0.05)
+    fast, x = MkldnnLinear(lin, torch.float32), torch.randn(rows, shape[0])
+    times = {lin: [], fast: []}
+    with torch.no_grad():
+        for _ in range(reps + 1):
+            for f in times:
+                t = time.perf_counter()
+                f(x)
+                times[f].append(time.perf_counter() - t)
+    return min(times[fast][1:]) < 0.9 * min(times[lin][1:])  # the first round only warms up

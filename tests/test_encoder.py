@@ -52,12 +52,13 @@ def card(tiny_encoder):
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_queries_and_passages_equal_model_card(tiny_encoder, card, padding_side):
+def test_queries_and_passages_equal_model_card(tiny_encoder, card, padding_side, monkeypatch):
+    monkeypatch.setenv("REPLLAMA_PYSERINI_CPU_LINEAR", "onednn")  # forced: "auto" keeps torch's where it is faster
     enc = RepLLaMAEncoder(tiny_encoder["lora"], padding_side=padding_side, batch_size=3, query_max_length=24,
                           passage_max_length=40)
     ck = enc.identity()["checkpoint"]
     assert ck["model"] == tiny_encoder["lora"] and ck["base_model"] == tiny_encoder["base"] and ck["model_weights"]
-    from torch.utils.mkldnn import MkldnnLinear  # the CPU default: oneDNN linears (models.onednn_linears)
+    from torch.utils.mkldnn import MkldnnLinear  # oneDNN linears (models.onednn_linears)
     assert sum(isinstance(m, MkldnnLinear) for m in enc.model.modules()) == 7 * enc.model.config.num_hidden_layers
     q = enc.encode_queries(QUERIES)
     ref_q = card([f"query: {x}" for x in QUERIES], 24)
@@ -376,10 +377,27 @@ def test_length_batches_minimise_padding_plus_call_cost(seed):
         assert all(len({lengths[i] for i in b}) == 1 for b in got)
 
 
-def test_cpu_linear_switch(tiny_encoder, card, monkeypatch):
-    """REPLLAMA_PYSERINI_CPU_LINEAR=torch keeps torch's own linears; both give the model card's vectors."""
+@pytest.mark.parametrize("setting, faster, converted", [("torch", True, False), ("onednn", False, True),
+                                                         ("auto", True, True), ("auto", False, False)])
+def test_cpu_linear_switch(tiny_encoder, card, monkeypatch, setting, faster, converted):
+    """REPLLAMA_PYSERINI_CPU_LINEAR: torch keeps torch's own linears, onednn converts them, auto converts them only
+    when oneDNN times faster on the model's widest layer; every way gives the model card's vectors."""
     from torch.utils.mkldnn import MkldnnLinear
-    monkeypatch.setenv("REPLLAMA_PYSERINI_CPU_LINEAR", "torch")
+    from repllama_pyserini import models
+    asked = []
+    monkeypatch.setattr(models, "onednn_faster", lambda shape, threads: asked.append(shape) or faster)
+    monkeypatch.setenv("REPLLAMA_PYSERINI_CPU_LINEAR", setting)
     enc = RepLLaMAEncoder(tiny_encoder["lora"], query_max_length=24)
-    assert not any(isinstance(m, MkldnnLinear) for m in enc.model.modules())
+    cfg = enc.model.config
+    assert asked == ([(cfg.hidden_size, cfg.intermediate_size)] if setting == "auto" else [])
+    assert sum(isinstance(m, MkldnnLinear) for m in enc.model.modules()) == \
+        (7 * cfg.num_hidden_layers if converted else 0)
     np.testing.assert_allclose(enc.encode_queries(QUERIES), card([f"query: {x}" for x in QUERIES], 24), atol=1e-5)
+
+
+def test_onednn_faster_times_real_layers():
+    """The measurement itself: a bool for a real layer shape, cached per (shape, threads)."""
+    from repllama_pyserini.models import onednn_faster
+    onednn_faster.cache_clear()
+    got = onednn_faster((64, 96), 1)
+    assert isinstance(got, bool) and onednn_faster((64, 96), 1) is got and onednn_faster.cache_info().hits == 1

@@ -93,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(format_table(dict(zip(short, rows.values())) if len(set(short)) == len(short) else rows))
     if args.significance and len(results) > 1:
         print(f"paired {'t' if args.significance == 't' else 'randomization'} test against {results[0]['run']} "
-              f"(two-sided p-values, {len(qrels)} queries):")
+              f"(two-sided p-values, {results[0]['judged_queries']} queries):")
         for r in results[1:]:
             print(f"  {r['run']}: " + "  ".join(f"{m} p={p:.4g}" for m, p in r["p_values"].items()))
     for r in results:
