@@ -187,15 +187,12 @@ def ours_models(enc, cls):
         from repllama_pyserini.models import onednn_linears
         _OURS["enc"], _OURS["cls"] = copy.deepcopy(enc), copy.deepcopy(cls)
         if enc.device.type == "cpu" and enc.dtype == torch.float32:
-            _OURS["onednn"] = bool(onednn_linears(_OURS["enc"])) and bool(onednn_linears(_OURS["cls"]))
-            if _OURS["onednn"]:  # the ablation is the other choice
+            # the ablation is the choice the load-time timing did not make: the plain models, or oneDNN copies
+            if onednn_linears(_OURS["enc"]) and onednn_linears(_OURS["cls"]):
                 _OURS["other"] = (enc, cls, "ours, torch linears")
             else:
-                os.environ["REPLLAMA_PYSERINI_CPU_LINEAR"] = "onednn"
-                other = copy.deepcopy(enc), copy.deepcopy(cls)
-                onednn_linears(other[0]), onednn_linears(other[1])
-                del os.environ["REPLLAMA_PYSERINI_CPU_LINEAR"]
-                _OURS["other"] = (*other, "ours, oneDNN linears")
+                _OURS["other"] = (copy.deepcopy(enc), copy.deepcopy(cls), "ours, oneDNN linears")
+                onednn_linears(_OURS["other"][0], "onednn"), onednn_linears(_OURS["other"][1], "onednn")
             _OURS["bf16"] = copy.deepcopy(enc).to(torch.bfloat16), copy.deepcopy(cls).to(torch.bfloat16)
         else:
             _OURS["other"] = (enc, cls, None)
@@ -234,24 +231,25 @@ def methods_for(kind, args, tok, enc, cls, encoder_dir, seqcls_dir, max_length, 
     from repllama_pyserini.templates import PairTemplate
     dev = args.device
     o = ours_models(enc, cls)
-    variants = [("ours (defaults)", o["enc"], o["cls"], {})]
+    variants = [("ours (defaults)", o["enc"], o["cls"], False)]  # (name, encoder, reranker, batches of 16)
     if o["other"][2]:
-        variants.append((o["other"][2], o["other"][0], o["other"][1], {}))
-    variants.append(("ours, batch 16", enc, cls, dict(batch_size=16, max_tokens=None)))
+        variants.append((o["other"][2], o["other"][0], o["other"][1], False))
+    variants.append(("ours, batch 16", enc, cls, True))
     if "bf16" in o:
-        variants.append((BF16, o["bf16"][0], o["bf16"][1], {}))
+        variants.append((BF16, o["bf16"][0], o["bf16"][1], False))
     if kind == "pair":
         tmpl = PairTemplate(max_length=max_length)
         m = {"model-card loop": lambda p: model_card_rerank(cls, tok, p, max_length, dev)}
-        for name, _, model, kw in variants:
-            r = RankLLaMAReranker(model, tok, tmpl, **kw)
+        rerankers = {name: RankLLaMAReranker(model, tok, tmpl, **(dict(batch_size=16, max_tokens=None) if old else {}))
+                     for name, _, model, old in variants}
+        for name, r in rerankers.items():
             m[name] = lambda p, r=r: np.array(r.score_pairs([q for q, _ in p], [d for _, d in p]))
-        ours = RankLLaMAReranker(o["cls"], tok, tmpl)
+        ours = rerankers["ours (defaults)"]
     else:
         kw = dict(tokenizer=tok, query_max_length=max_length, passage_max_length=max_length)
-        encs = {name: RepLLaMAEncoder(args.model, model=model, **kw, **({"batch_size": 16, "max_batch_tokens": None}
-                                                                        if extra else {}))
-                for name, model, _, extra in variants}
+        encs = {name: RepLLaMAEncoder(args.model, model=model, **kw,
+                                      **(dict(batch_size=16, max_batch_tokens=None) if old else {}))
+                for name, model, _, old in variants}
         ours = encs["ours (defaults)"]
         if kind == "query":
             m = {"model-card loop": lambda t: model_card_encode(enc, tok, [f"query: {x}" for x in t], max_length, dev)}

@@ -262,14 +262,14 @@ def load_model(model_name_or_path: str, kind: str = "encoder", base_model: Optio
 CPU_LINEAR_ENV = "REPLLAMA_PYSERINI_CPU_LINEAR"
 
 
-def onednn_linears(model) -> int:
+def onednn_linears(model, choice: Optional[str] = None) -> int:
     """Inference on CPU in fp32: the transformer's linear layers run through oneDNN (``MkldnnLinear``) instead of
-    torch's default (MKL) GEMM where oneDNN is measured faster on this CPU: 1.4-1.6x on an AMD EPYC (AVX2), 5-13%
-    slower on an Intel Xeon with AVX-512 (docs/benchmark-real.md). ``REPLLAMA_PYSERINI_CPU_LINEAR`` = ``auto``
-    (default: time the model's widest layer both ways, :func:`onednn_faster`), ``onednn`` or ``torch``. Same results
-    to float rounding. Not for training (the layers are frozen) and never the one-logit score head. Returns the
+    torch's default (MKL) GEMM where oneDNN is measured faster on this CPU: 1.4-1.6x on an AMD EPYC (AVX2), 10-20%
+    slower on an Intel Xeon with AVX-512 (docs/benchmark-real.md). ``choice`` (default: ``REPLLAMA_PYSERINI_CPU_LINEAR``)
+    = ``auto`` (default: time the model's widest layer both ways, :func:`onednn_faster`), ``onednn`` or ``torch``.
+    Same results to float rounding. Not for training (the layers are frozen) and never the one-logit score head. Returns the
     number of layers converted."""
-    choice = os.environ.get(CPU_LINEAR_ENV, "auto").lower()
+    choice = (choice or os.environ.get(CPU_LINEAR_ENV, "auto")).lower()
     if choice in ("torch", "mkl", "0", "off") or not torch.backends.mkldnn.is_available():
         return 0
     from torch.utils.mkldnn import MkldnnLinear

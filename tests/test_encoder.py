@@ -395,6 +395,17 @@ def test_cpu_linear_switch(tiny_encoder, card, monkeypatch, setting, faster, con
     np.testing.assert_allclose(enc.encode_queries(QUERIES), card([f"query: {x}" for x in QUERIES], 24), atol=1e-5)
 
 
+def test_cpu_linear_choice_argument_over_environment(tiny_encoder, monkeypatch):
+    """``onednn_linears(model, choice)`` decides over the environment (the benchmark's ablations use it)."""
+    from torch.utils.mkldnn import MkldnnLinear
+    from repllama_pyserini.models import onednn_linears
+    monkeypatch.setenv("REPLLAMA_PYSERINI_CPU_LINEAR", "torch")
+    enc = RepLLaMAEncoder(tiny_encoder["lora"], query_max_length=24)
+    assert not any(isinstance(m, MkldnnLinear) for m in enc.model.modules())
+    assert onednn_linears(enc.model, "onednn") == 7 * enc.model.config.num_hidden_layers
+    assert sum(isinstance(m, MkldnnLinear) for m in enc.model.modules()) == 7 * enc.model.config.num_hidden_layers
+
+
 def test_onednn_faster_times_real_layers():
     """The measurement itself: a bool for a real layer shape, cached per (shape, threads)."""
     from repllama_pyserini.models import onednn_faster
