@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -180,26 +181,59 @@ MODEL_CLASSES = {"encoder": "AutoModel", "reranker": "AutoModelForSequenceClassi
                  "causal": "AutoModelForCausalLM"}
 
 
+class _HeldReport(logging.Filter):
+    """Holds transformers' weight-loading report (logged during ``from_pretrained``) for :func:`load_base`."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def filter(self, record):
+        if "LOAD REPORT" in str(record.msg):
+            self.records.append(record)
+            return False
+        return True
+
+
 def load_base(name: str, kind: str, dtype: torch.dtype, attn_implementation: str,
-              pad_token_id: Optional[int] = None, **kwargs):
+              pad_token_id: Optional[int] = None, head_in_adapter: bool = False, **kwargs):
     """``from_pretrained`` of the transformers class for ``kind`` (a reranker gets one label); a load failure is one
-    line; the pad id is set when the config has none. Shared by inference and training."""
+    line; the pad id is set when the config has none. Shared by inference and training. Transformers' report of a
+    newly initialised score head (and an unused causal-LM head) is dropped when ``head_in_adapter`` (the adapter
+    then loads the trained head); any other report is logged as usual."""
     import transformers
     if kind not in MODEL_CLASSES:
         raise ValueError(f"unknown model kind {kind!r}")
     if kind == "reranker":
         kwargs["num_labels"] = 1
     hub_guard(name)
+    hf_logger, held = logging.getLogger("transformers.modeling_utils"), _HeldReport()
+    hf_logger.addFilter(held)
     try:
         model, info = getattr(transformers, MODEL_CLASSES[kind]).from_pretrained(
             name, dtype=dtype, attn_implementation=attn_implementation, output_loading_info=True, **kwargs)
     except OSError as e:
         from .presets import suggest
         raise InputError(f"cannot load model {name}: {str(e).splitlines()[0]}{suggest(name)}") from None
+    finally:
+        hf_logger.removeFilter(held)
+    missing = set(info.get("missing_keys", ()))
+    only_head = (kind == "reranker" and head_in_adapter and all(k.startswith("score.") for k in missing)
+                 and all(k.startswith("lm_head.") for k in info.get("unexpected_keys", ()))  # a causal LM's head
+                 and not info.get("mismatched_keys"))
+    for record in held.records:
+        if not only_head:
+            hf_logger.handle(record)
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_token_id
-    model.random_head = kind == "reranker" and any(k.startswith("score.") for k in info.get("missing_keys", ()))
+    model.random_head = kind == "reranker" and any(k.startswith("score.") for k in missing)
     return model
+
+
+def adapter_has_head(adapter: Optional[str]) -> bool:
+    """Whether a LoRA adapter saves a reranker's score head (``modules_to_save``)."""
+    cfg = _adapter_config(adapter) if adapter else None
+    return any("score" in m for m in (cfg or {}).get("modules_to_save") or [])
 
 
 def load_adapter(model, adapter: str, kind: str, **kwargs):
@@ -241,7 +275,8 @@ def load_model(model_name_or_path: str, kind: str = "encoder", base_model: Optio
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     model = load_base(resolved.base, kind, torch_dtype,
-                      resolve_attn_implementation(attn_implementation, dev, torch_dtype), pad_token_id)
+                      resolve_attn_implementation(attn_implementation, dev, torch_dtype), pad_token_id,
+                      head_in_adapter=kind == "reranker" and adapter_has_head(resolved.adapter))
     random_head = getattr(model, "random_head", False)
     if resolved.adapter:
         model = load_adapter(model, resolved.adapter, kind)

@@ -9,7 +9,8 @@
 #   split mine bm25 retriever-<V> dev-retriever-<V> ...   (V in $RETRIEVERS; bm25: the index and the dev run)
 #   mine-reranker reranker                              (the reranker, trained on BM25 top-30 negatives)
 #   reranker-2 rerank-dev tune-rerank                   (more training; the dev check; first stage + reranker weight)
-#   tune-hybrid export test-first-stage test-hybrid rerank-test report   (the chosen models, shipped to models/)
+#   tune-hybrid export test-first-stage test-hybrid rerank-test report   (the chosen models, shipped to models/;
+#   export = export-retriever + export-reranker)
 # Knobs (environment): WORK (runs/scifact-multistage), THREADS (1), RETRIEVERS ("a d e": the variants run for
 # docs/multistage-scifact.md; b and c were not), RETRIEVER (e: the one chosen on dev), RERANKER ($WORK/reranker-2),
 # DEPTH (20: candidates reranked per query), MODELS (models/: where `export` writes the adapters the test uses).
@@ -56,6 +57,16 @@ retriever_flags() {
   esac
 }
 
+# the reranker: LoRA r=8 / alpha 64 on the 7 projections plus the one-logit head, groups of 1 positive + 3 BM25
+# negatives, 8 claims (32 pairs) per update
+RERANKER_FLAGS=(--model_name_or_path "$MODEL" --dataset_name "$WORK/train.bm25-top30-negatives.jsonl.gz" --lora
+  --lora_r 8 --lora_alpha 64 --lora_dropout 0.1 --lora_target_modules q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj
+  --pair_format tevatron --append_eos_token --query_prefix "query: " --passage_prefix "document: " --rerank_max_len 128
+  --train_group_size 4 --per_device_train_batch_size 8 --gradient_accumulation_steps 1 --learning_rate 3e-4
+  --lr_scheduler_type constant_with_warmup --warmup_steps 3 --bf16 False --gradient_checkpointing False
+  --pad_to_multiple_of 8 --save_steps 10 --save_total_limit 1 --logging_steps 10 --disable_tqdm True
+  --resume_from_checkpoint auto)
+
 STAGES=("${ARGS[@]+"${ARGS[@]}"}")
 if [ ${#STAGES[@]} -eq 0 ]; then
   STAGES=(split mine bm25)
@@ -99,21 +110,27 @@ for stage in "${STAGES[@]}"; do
     reranker)  # Tevatron's RankLLaMA flags: one string 'query: {q} document: {title} {text}' + EOS, 128 tokens
       out="$WORK/reranker"
       [ -f "$out/preset.yaml" ] && { log "reranker: cached"; continue; }
-      timed reranker "$PY" -m repllama_pyserini.train.reranker --output_dir "$out" --model_name_or_path "$MODEL" \
-        --dataset_name "$WORK/train.bm25-top30-negatives.jsonl.gz" --lora --lora_r 8 --lora_alpha 64 \
-        --lora_dropout 0.1 --lora_target_modules q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj \
-        --pair_format tevatron --append_eos_token --query_prefix "query: " --passage_prefix "document: " \
-        --rerank_max_len 128 --train_group_size 4 --per_device_train_batch_size 8 --gradient_accumulation_steps 1 \
-        --learning_rate 3e-4 --lr_scheduler_type constant_with_warmup --warmup_steps 3 --num_train_epochs 1 \
-        --bf16 False --gradient_checkpointing False --pad_to_multiple_of 8 --save_steps 10 --save_total_limit 1 \
-        --logging_steps 10 --seed 42 --disable_tqdm True --resume_from_checkpoint auto ;;
-    export)  # the chosen retriever and reranker into models/ (fp16), the hybrid weight chosen on dev with the retriever
-      "$PY" -m repllama_pyserini.train.export --input "$WORK/retriever-$RETRIEVER" --output "$SHIPPED_RETRIEVER" \
-        --base-name smollm2-135m-instruct --overwrite
-      "$PY" -m repllama_pyserini.train.export --input "${RERANKER_DIR:-$WORK/reranker-2}" --output "$SHIPPED_RERANKER" \
-        --base-name smollm2-135m-instruct --overwrite
-      "$PY" - "$ROOT" "$FUSION_CHOICE" "$SHIPPED_RETRIEVER/fusion.scifact-dev.json" "$WORK/fusion-choice-rerank.json" \
-        "$SHIPPED_RERANKER/fusion.scifact-dev.json" <<'PY'
+      timed reranker "$PY" -m repllama_pyserini.train.reranker --output_dir "$out" "${RERANKER_FLAGS[@]}" \
+        --seed 42 --num_train_epochs 1 ;;
+    reranker-2)  # 48 more updates from the first epoch's adapter and head (the shipped run was stopped there by a
+      # time limit; --max_steps reproduces the stop), another seed for another order of the training claims
+      out="$WORK/reranker-2"
+      [ -f "$out/preset.yaml" ] && { log "reranker-2: cached"; continue; }
+      timed reranker-2 "$PY" -m repllama_pyserini.train.reranker --output_dir "$out" "${RERANKER_FLAGS[@]}" \
+        --lora_name_or_path "$WORK/reranker" --seed 43 --num_train_epochs 1 --max_steps 48 ;;
+    export|export-retriever|export-reranker)  # the chosen models into $MODELS (fp16), each with its weight chosen on dev
+      pairs=()
+      if [ "$stage" != export-reranker ]; then
+        "$PY" -m repllama_pyserini.train.export --input "$WORK/retriever-$RETRIEVER" --output "$SHIPPED_RETRIEVER" \
+          --base-name smollm2-135m-instruct --overwrite
+        pairs+=("$FUSION_CHOICE" "$SHIPPED_RETRIEVER/fusion.scifact-dev.json")
+      fi
+      if [ "$stage" != export-retriever ]; then
+        "$PY" -m repllama_pyserini.train.export --input "${RERANKER_DIR:-$WORK/reranker-2}" --output "$SHIPPED_RERANKER" \
+          --base-name smollm2-135m-instruct --overwrite
+        pairs+=("$WORK/fusion-choice-rerank.json" "$SHIPPED_RERANKER/fusion.scifact-dev.json")
+      fi
+      "$PY" - "$ROOT" "${pairs[@]}" <<'PY'
 import json, os, sys
 for src, dst in zip(sys.argv[2::2], sys.argv[3::2]):
     choice = json.load(open(src))  # paths relative to the repository: the shipped file names no machine
@@ -153,6 +170,32 @@ PY
       timed "rerank-dev-$(basename "$RERANKER")" "$PY" -m repllama_pyserini.rerank --model "$RERANKER" \
         --run "$WORK/bm25/dev.trec" --topics "$WORK/split/dev.topics.tsv" --corpus "$SCIFACT/corpus.jsonl.gz" \
         --depth "$DEPTH" --output "$out" --no-progress ;;
+    rerank-test)  # the union of BM25's and the hybrid's test top $DEPTH reranked once (a pair's score does not
+      # depend on the other candidates), then each first stage's top $DEPTH with those scores
+      [ -f "$TR/hybrid.rerank-top$DEPTH.trec" ] && { log "rerank-test: cached"; continue; }
+      "$PY" - "$DEPTH" "$TR/union.trec" "$T/bm25.trec" "$TR/hybrid.trec" <<'PY'
+import sys
+from repllama_pyserini.formats.runs import read_run, truncate_run, write_run
+depth, out, runs = int(sys.argv[1]), sys.argv[2], [truncate_run(read_run(p), int(sys.argv[1])) for p in sys.argv[3:]]
+union = {}
+for run in runs:
+    for qid, hits in run.items():
+        union.setdefault(qid, {}).update({d: 0.0 for d in hits})
+write_run({q: {d: -i for i, d in enumerate(sorted(h))} for q, h in union.items()}, out)
+PY
+      timed rerank-test "$PY" -m repllama_pyserini.rerank --model "$SHIPPED_RERANKER" --run "$TR/union.trec" \
+        --topics "$T/topics.tsv" --corpus "$SCIFACT/corpus.jsonl.gz" --depth $((2 * DEPTH)) \
+        --output "$TR/union.rerank.trec" --no-progress
+      "$PY" - "$DEPTH" "$TR/union.rerank.trec" "$T/bm25.trec" "$T/bm25.rerank-top$DEPTH.trec" \
+        "$TR/hybrid.trec" "$TR/hybrid.rerank-top$DEPTH.trec" <<'PY'
+import sys
+from repllama_pyserini.formats.runs import read_run, truncate_run, write_run
+depth, scores = int(sys.argv[1]), read_run(sys.argv[2])
+for first, out in zip(sys.argv[3::2], sys.argv[4::2]):
+    run = truncate_run(read_run(first), depth)
+    write_run({q: {d: scores[q][d] for d in hits} for q, hits in run.items()}, out, tag="rankllama")
+PY
+      ;;
     report)  # nDCG@10, R@100; paired t-tests of every run against BM25, and against the hybrid
       for first in "$T/bm25" "$TR/hybrid"; do  # the reranker's score interpolated with the first stage's (dev weight)
         "$PY" -m repllama_pyserini.fusion --runs "$first.trec" "$first.rerank-top$DEPTH.trec" \

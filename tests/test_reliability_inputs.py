@@ -228,6 +228,35 @@ def test_reranking_with_an_untrained_score_head(files, capsys, tiny_causal):
     assert set(read_run(files["out"])) == {"q1", "q2"}
 
 
+def test_load_report_of_a_score_head_the_adapter_brings_is_dropped(tmp_path, tiny_causal):
+    """A reranker adapter on a plain decoder (as the shipped ones): transformers reports the base's score head as
+    newly initialised, which is noise when the adapter saves the trained head (dropped) and the truth without one
+    (kept)."""
+    import logging
+    from repllama_pyserini.models import load_model
+    from tiny_models import make_random_lora
+    lora = make_random_lora(tiny_causal["base"], str(tmp_path / "lora"), kind="reranker")
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    logger, keep = logging.getLogger("transformers.modeling_utils"), Keep()
+    logger.addHandler(keep)
+    try:
+        load_model(lora, kind="reranker", dtype="float32", device="cpu")
+        assert not [m for m in keep.messages if "LOAD REPORT" in m]
+        load_model(tiny_causal["base"], kind="reranker", dtype="float32", device="cpu", allow_untrained_head=True)
+        reports = [m for m in keep.messages if "LOAD REPORT" in m]
+        assert len(reports) == 1 and "score.weight" in reports[0] and "MISSING" in reports[0]
+    finally:
+        logger.removeHandler(keep)
+
+
 def test_a_byte_order_mark_is_dropped(files, tmp_path):
     from repllama_pyserini.formats import read_qrels, read_topics
     for name in ("topics", "qrels"):

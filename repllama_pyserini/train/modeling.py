@@ -71,10 +71,11 @@ def train_dtype(model_args, training_args) -> torch.dtype:
 
 def load_backbone(model_args, training_args, kind: str, pad_token_id: Optional[int] = None):
     """The base decoder for ``kind`` ('encoder' -> AutoModel, 'reranker' -> sequence classifier, one label)."""
-    from ..models import load_base, resolve_attn_implementation, resolve_device
+    from ..models import adapter_has_head, load_base, resolve_attn_implementation, resolve_device
     dtype = train_dtype(model_args, training_args)
     attn = resolve_attn_implementation(model_args.attn_implementation, resolve_device(), dtype)
-    model = load_base(model_args.model_name_or_path, kind, dtype, attn, pad_token_id, cache_dir=model_args.cache_dir)
+    model = load_base(model_args.model_name_or_path, kind, dtype, attn, pad_token_id, cache_dir=model_args.cache_dir,
+                      head_in_adapter=kind == "reranker" and adapter_has_head(model_args.lora_name_or_path))
     model.config.use_cache = False
     return model
 
