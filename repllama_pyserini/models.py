@@ -212,11 +212,15 @@ def load_base(name: str, kind: str, dtype: torch.dtype, attn_implementation: str
     try:
         model, info = getattr(transformers, MODEL_CLASSES[kind]).from_pretrained(
             name, dtype=dtype, attn_implementation=attn_implementation, output_loading_info=True, **kwargs)
-    except OSError as e:
-        from .presets import suggest
-        raise InputError(f"cannot load model {name}: {str(e).splitlines()[0]}{suggest(name)}") from None
-    finally:
+    except BaseException as e:  # the report explains a failed load: always shown
         hf_logger.removeFilter(held)
+        for record in held.records:
+            hf_logger.handle(record)
+        if isinstance(e, OSError):
+            from .presets import suggest
+            raise InputError(f"cannot load model {name}: {str(e).splitlines()[0]}{suggest(name)}") from None
+        raise
+    hf_logger.removeFilter(held)
     missing = set(info.get("missing_keys", ()))
     only_head = (kind == "reranker" and head_in_adapter and all(k.startswith("score.") for k in missing)
                  and all(k.startswith("lm_head.") for k in info.get("unexpected_keys", ()))  # a causal LM's head

@@ -257,6 +257,29 @@ def test_load_report_of_a_score_head_the_adapter_brings_is_dropped(tmp_path, tin
         logger.removeHandler(keep)
 
 
+def test_load_report_of_a_failed_load_is_shown(monkeypatch):
+    """A load that fails after transformers logged its report (e.g. a size mismatch) still shows the report."""
+    import logging
+    import transformers
+    from repllama_pyserini.models import load_base
+    logger, seen = logging.getLogger("transformers.modeling_utils"), []
+
+    def failing(*args, **kwargs):
+        logger.warning("LlamaForSequenceClassification LOAD REPORT from: x\nscore.weight | MISMATCH")
+        raise RuntimeError("see the above report")
+
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", failing)
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(RuntimeError, match="above report"):
+            load_base("x", "reranker", None, "sdpa", head_in_adapter=True)
+    finally:
+        logger.removeHandler(handler)
+    assert [m for m in seen if "LOAD REPORT" in m] and not logger.filters
+
+
 def test_a_byte_order_mark_is_dropped(files, tmp_path):
     from repllama_pyserini.formats import read_qrels, read_topics
     for name in ("topics", "qrels"):
