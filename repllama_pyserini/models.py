@@ -207,27 +207,23 @@ def load_base(name: str, kind: str, dtype: torch.dtype, attn_implementation: str
     if kind == "reranker":
         kwargs["num_labels"] = 1
     hub_guard(name)
-    hf_logger, held = logging.getLogger("transformers.modeling_utils"), _HeldReport()
+    hf_logger, held, drop_report = logging.getLogger("transformers.modeling_utils"), _HeldReport(), False
     hf_logger.addFilter(held)
     try:
         model, info = getattr(transformers, MODEL_CLASSES[kind]).from_pretrained(
             name, dtype=dtype, attn_implementation=attn_implementation, output_loading_info=True, **kwargs)
-    except BaseException as e:  # the report explains a failed load: always shown
+        missing = set(info.get("missing_keys", ()))
+        unused = info.get("unexpected_keys", ())  # a causal LM's head, unused by a sequence classifier
+        drop_report = (kind == "reranker" and head_in_adapter and all(k.startswith("score.") for k in missing)
+                       and all(k.startswith("lm_head.") for k in unused) and not info.get("mismatched_keys"))
+    except OSError as e:
+        from .presets import suggest
+        raise InputError(f"cannot load model {name}: {str(e).splitlines()[0]}{suggest(name)}") from None
+    finally:  # a failed load always shows the report that explains it
         hf_logger.removeFilter(held)
-        for record in held.records:
-            hf_logger.handle(record)
-        if isinstance(e, OSError):
-            from .presets import suggest
-            raise InputError(f"cannot load model {name}: {str(e).splitlines()[0]}{suggest(name)}") from None
-        raise
-    hf_logger.removeFilter(held)
-    missing = set(info.get("missing_keys", ()))
-    only_head = (kind == "reranker" and head_in_adapter and all(k.startswith("score.") for k in missing)
-                 and all(k.startswith("lm_head.") for k in info.get("unexpected_keys", ()))  # a causal LM's head
-                 and not info.get("mismatched_keys"))
-    for record in held.records:
-        if not only_head:
-            hf_logger.handle(record)
+        if not drop_report:
+            for record in held.records:
+                hf_logger.handle(record)
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_token_id
     model.random_head = kind == "reranker" and any(k.startswith("score.") for k in missing)
@@ -278,14 +274,13 @@ def load_model(model_name_or_path: str, kind: str = "encoder", base_model: Optio
     resolved = resolve_model(model_name_or_path, base_model)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    head_in_adapter = kind == "reranker" and adapter_has_head(resolved.adapter)
     model = load_base(resolved.base, kind, torch_dtype,
                       resolve_attn_implementation(attn_implementation, dev, torch_dtype), pad_token_id,
-                      head_in_adapter=kind == "reranker" and adapter_has_head(resolved.adapter))
-    random_head = getattr(model, "random_head", False)
+                      head_in_adapter=head_in_adapter)
+    random_head = getattr(model, "random_head", False) and not head_in_adapter
     if resolved.adapter:
         model = load_adapter(model, resolved.adapter, kind)
-        saved = {m for c in model.peft_config.values() for m in (getattr(c, "modules_to_save", None) or [])}
-        random_head = random_head and not any("score" in m for m in saved)
         if merge:
             model = model.merge_and_unload()
     if random_head and not allow_untrained_head:

@@ -180,7 +180,7 @@ depth, out, runs = int(sys.argv[1]), sys.argv[2], [truncate_run(read_run(p), int
 union = {}
 for run in runs:
     for qid, hits in run.items():
-        union.setdefault(qid, {}).update({d: 0.0 for d in hits})
+        union.setdefault(qid, set()).update(hits)
 write_run({q: {d: -i for i, d in enumerate(sorted(h))} for q, h in union.items()}, out)
 PY
       timed rerank-test "$PY" -m repllama_pyserini.rerank --model "$SHIPPED_RERANKER" --run "$TR/union.trec" \

@@ -23,15 +23,19 @@ def _stages(text: str):
     return default, labels
 
 
+def _missing(text: str):
+    default, labels = _stages(text)
+    return [s for s in default if not any(fnmatch.fnmatch(s, p) for p in labels if p != "*")]
+
+
 @pytest.mark.parametrize("script", ["scifact_multistage.sh"])
 def test_every_default_stage_has_a_branch(script):
     default, labels = _stages((SCRIPTS / script).read_text())
     assert len(default) > 10 and "*" in labels
-    missing = [s for s in default if not any(fnmatch.fnmatch(s, p) for p in labels if p != "*")]
+    missing = _missing((SCRIPTS / script).read_text())
     assert not missing, f"{script}: stages without a case branch: {missing}"
 
 
 def test_the_check_catches_a_missing_branch():
     text = (SCRIPTS / "scifact_multistage.sh").read_text().replace("    reranker-2)", "    reranker-two)")
-    default, labels = _stages(text)
-    assert [s for s in default if not any(fnmatch.fnmatch(s, p) for p in labels if p != "*")] == ["reranker-2"]
+    assert _missing(text) == ["reranker-2"]
